@@ -52,121 +52,121 @@ public unsafe class KernelParityTests
                 for (int i = 0; i < sb.Length; i++) sb[i] = (byte)(120 + r.Next(8));
                 return BlockScales.Attach(t, sc, 1, 32);
             }
-            case DType.Q8_0:
-            {
-                var src = Tensor.FromFloats(f, new Shape(O, K));
-                if (K % 32 == 0) return Q8.Quantize(src);
-                // Odd widths: build Q8_0 by hand (the fast path needs K % 32 == 0; others go through dequantization).
-                var t = Tensor.Zeros(DType.Q8_0, new Shape(O, K));
-                var q = t.AsSpan<sbyte>();
-                for (int i = 0; i < q.Length; i++) q[i] = (sbyte)r.Next(-127, 128);
-                return BlockScales.Attach(t, Tensor.FromFloats(Rand(r, (long)O * ((K + 31) / 32), 0.01f), new Shape(O, (K + 31) / 32)), 1, 32);
-            }
+            case DType.Q8_0: case DType.Q4_0: case DType.Q4_K: case DType.Q5_K: case DType.Q6_K:
+                return WeightQuantizer.Quantize(Tensor.FromFloats(f, new Shape(O, K)), dtype);
         }
         throw new ArgumentException(dtype.ToString());
     }
 
+    private static readonly (int N, int K, int O)[] PlainShapes =
+        [(1, 0, 3), (0, 32, 5), (1, 1, 1), (1, 31, 7), (1, 32, 5), (1, 33, 9), (3, 64, 17), (4, 96, 16),
+         (5, 160, 33), (9, 1024, 21), (17, 64, 70), (1, 3072, 37), (20, 256, 4), (13, 520, 45)];
+    private static readonly (int N, int K, int O)[] Block32Shapes = [(1, 32, 5), (3, 64, 17), (5, 160, 33), (6, 96, 16), (9, 1024, 21), (1, 3072, 37), (20, 256, 4), (13, 544, 45)];
+    private static readonly (int N, int K, int O)[] Block256Shapes = [(1, 256, 5), (2, 512, 17), (5, 256, 33), (6, 768, 9), (9, 1024, 21), (1, 3072, 37), (25, 256, 40)];
+
+    /// <summary>Every dtype x shape x instruction-set path this CPU supports (AVX-512 cases are reported by <see cref="Avx512PathsRunHere"/>).</summary>
     public static IEnumerable<object[]> MatMulCases()
     {
-        foreach (var d in new[] { DType.F32, DType.BF16, DType.F16, DType.F8E4M3, DType.MXFP4, DType.Q8_0 })
-            foreach (var (n, k, o) in new[] { (1, 0, 3), (0, 32, 5), (1, 1, 1), (1, 31, 7), (1, 32, 5), (1, 33, 9), (3, 64, 17), (4, 96, 16),
-                                              (5, 160, 33), (9, 1024, 21), (17, 64, 70), (1, 3072, 37), (20, 256, 4) })
+        foreach (var isa in CpuIsa.Testable())
+            foreach (var d in new[] { DType.F32, DType.BF16, DType.F16, DType.F8E4M3, DType.MXFP4, DType.Q8_0, DType.Q4_0, DType.Q4_K, DType.Q5_K, DType.Q6_K })
             {
-                if (d == DType.MXFP4 && k % 2 != 0) continue; // two values per byte
-                yield return [d, n, k, o];
+                var shapes = DTypes.BlockElements(d) switch { 32 => Block32Shapes, 256 => Block256Shapes, _ => PlainShapes };
+                foreach (var (n, k, o) in shapes)
+                {
+                    if (d == DType.MXFP4 && k % 2 != 0) continue; // two values per byte
+                    yield return [isa, d, n, k, o];
+                }
             }
     }
 
+    [SkippableFact]
+    public void Avx512PathsRunHere()
+    {
+        if (!CpuIsa.Supports(Isa.Avx512)) throw new SkipTestException($"this CPU has no AVX-512 (best path: {CpuIsa.Name(CpuIsa.Detected)}): the avx512 kernel parity cases are not generated");
+        Assert.Contains(Isa.Avx512, CpuIsa.Testable());
+    }
+
+    [SkippableFact]
+    public void AvxVnniPathsRunHere()
+    {
+        if (!CpuIsa.Supports(Isa.Avx2Vnni)) throw new SkipTestException("this CPU has no AVX-VNNI: the avx2-vnni kernel parity cases are not generated");
+        Assert.Contains(Isa.Avx2Vnni, CpuIsa.Testable());
+    }
+
+    /// <summary>
+    /// Each path against its reference: plain dtypes and the prefill GEMM (dequantized weights, F32 activations) against
+    /// <see cref="MatMul.Reference"/>; the llama.cpp block types on the decode path (activations quantized to 8 bits)
+    /// against <see cref="MatMul.QuantizedReference"/>, which does the same integer block dots in scalar code. Sum of
+    /// |w x| bounds the rounding of any summation order.
+    /// </summary>
     [Theory]
     [MemberData(nameof(MatMulCases))]
-    public void MatMulMatchesReference(DType dtype, int N, int K, int O)
+    public void MatMulMatchesReference(Isa isa, DType dtype, int N, int K, int O)
     {
         var r = new Random(N * 1000 + K * 7 + O);
         var w = Weight(dtype, O, K, r);
         var x = Rand(r, (long)N * K);
         var bias = Rand(r, O);
         var got = new float[Math.Max(1, N * O)]; var want = new float[Math.Max(1, N * O)];
+        bool quantizedPath = DTypes.IsGgmlBlock(dtype) && (isa == Isa.Scalar || N < MatMul.GemmMinTokens(dtype));
         fixed (float* xp = x, bp = bias, g = got, e = want)
         {
-            MatMul.Run(Pool2, xp, N, K, w, bp, g);
-            MatMul.Reference(xp, N, K, w, bp, e);
+            MatMul.Run(Pool2, xp, N, K, w, bp, g, isa);
+            if (quantizedPath) MatMul.QuantizedReference(xp, N, K, w, bp, e);
+            else MatMul.Reference(xp, N, K, w, bp, e);
         }
-        // Sum of |w x| bounds the rounding of any summation order; Q8_0 also quantizes the activations (1/254 per element).
         var wf = w.ToFloatArray();
-        double rel = dtype == DType.Q8_0 && K % 32 == 0 ? 1.0 / 127 : 1e-5;
         for (int n = 0; n < N; n++)
             for (int o = 0; o < O; o++)
             {
                 double mag = Math.Abs(bias[o]);
                 for (int k = 0; k < K; k++) mag += Math.Abs(wf[(long)o * K + k] * x[(long)n * K + k]);
-                Assert.True(Math.Abs(got[n * O + o] - want[n * O + o]) <= rel * mag + 1e-6,
-                    $"{dtype} N={N} K={K} O={O} at ({n},{o}): {got[n * O + o]} vs {want[n * O + o]}");
+                Assert.True(Math.Abs(got[n * O + o] - want[n * O + o]) <= 2e-5 * mag + 1e-6,
+                    $"{isa} {dtype} N={N} K={K} O={O} at ({n},{o}): {got[n * O + o]} vs {want[n * O + o]}");
             }
-    }
-
-    [Theory]
-    [InlineData(1, 32, 5)]
-    [InlineData(3, 64, 9)]
-    [InlineData(4, 96, 8)]
-    [InlineData(7, 1024, 33)]
-    public void Q8MatMulIsExactToItsOwnQuantizedReference(int N, int K, int O)
-    {
-        var r = new Random(K + O);
-        var w = Weight(DType.Q8_0, O, K, r);
-        var x = Rand(r, (long)N * K, 3f);
-        var got = new float[N * O];
-        var xq = new sbyte[N * K]; var xs = new float[N * K / 32];
-        fixed (float* xp = x, g = got, xsp = xs) fixed (sbyte* xqp = xq)
+        // The quantized decode path stays within the activation quantization error of the exact product.
+        if (quantizedPath && N > 0)
         {
-            MatMul.Run(Pool2, xp, N, K, w, null, g);
-            for (int n = 0; n < N; n++) Q8.QuantizeRow(xp + n * K, K, xqp + n * K, xsp + n * (K / 32));
+            var exact = new float[N * O];
+            fixed (float* xp = x, bp = bias, e = exact) MatMul.Reference(xp, N, K, w, bp, e);
             for (int n = 0; n < N; n++)
                 for (int o = 0; o < O; o++)
                 {
-                    float want = Q8.DotReference((sbyte*)w.Ptr + (long)o * K, (float*)w.Scales!.Ptr + (long)o * (K / 32), xqp + n * K, xsp + n * (K / 32), K);
-                    // Integer block dots are exact; only the order of the float block sums differs.
-                    Assert.True(Math.Abs(g[n * O + o] - want) <= 1e-5f * (Math.Abs(want) + 1), $"({n},{o}): {g[n * O + o]} vs {want}");
+                    double mag = 0;
+                    for (int k = 0; k < K; k++) mag += Math.Abs(wf[(long)o * K + k]);
+                    // |x| <= 1: each activation is off by at most half a step of max|x| / 127 (plus the f16 scale).
+                    Assert.True(Math.Abs(got[n * O + o] - exact[n * O + o]) <= mag * 0.6 / 127 + 1e-5, $"{isa} {dtype} ({n},{o}) vs exact");
                 }
         }
     }
 
-    [Fact]
-    public void Q8QuantizationRoundTripsWithinHalfAStep()
-    {
-        var r = new Random(3);
-        var f = Rand(r, 8 * 96, 2f);
-        f[5] = 0; for (int i = 32; i < 64; i++) f[i] = 0; // an all-zero block gets scale 0
-        var q = Q8.Quantize(Tensor.FromFloats(f, new Shape(8, 96)));
-        var back = q.ToFloatArray();
-        var scales = q.Scales!.AsFloats();
-        for (int i = 0; i < f.Length; i++)
-            Assert.True(Math.Abs(back[i] - f[i]) <= scales[i / 32] / 2 + 1e-7f, $"{i}: {back[i]} vs {f[i]}");
-        Assert.Equal(0f, scales[1]);
-    }
+    public static IEnumerable<object[]> NaNCases() =>
+        CpuIsa.Testable().SelectMany(isa => new[] { DType.F32, DType.BF16, DType.Q8_0, DType.Q4_0, DType.Q4_K }
+            .SelectMany(d => new[] { 2, 9 }.Select(n => new object[] { isa, d, n })));
 
     [Theory]
-    [InlineData(DType.F32)]
-    [InlineData(DType.BF16)]
-    [InlineData(DType.Q8_0)]
-    public void MatMulPropagatesNaNAndInf(DType dtype)
+    [MemberData(nameof(NaNCases))]
+    public void MatMulPropagatesNaNAndInf(Isa isa, DType dtype, int N)
     {
         var r = new Random(11);
-        int N = 5, K = 64, O = 9;
+        int K = 256, O = 9;
         var w = Weight(dtype, O, K, r);
         var x = Rand(r, N * K);
-        x[1 * K + 3] = float.NaN; x[3 * K + 10] = float.PositiveInfinity;
+        int infRow = N - 1;
+        x[1 * K + 3] = float.NaN; x[infRow * K + 10] = float.PositiveInfinity;
         var got = new float[N * O]; var want = new float[N * O];
         fixed (float* xp = x, g = got, e = want)
         {
-            MatMul.Run(Pool2, xp, N, K, w, null, g);
+            MatMul.Run(Pool2, xp, N, K, w, null, g, isa);
             MatMul.Reference(xp, N, K, w, null, e);
         }
+        bool quantizedActs = DTypes.IsGgmlBlock(dtype) && (isa == Isa.Scalar || N < MatMul.GemmMinTokens(dtype));
         for (int o = 0; o < O; o++)
         {
             Assert.True(float.IsNaN(got[1 * O + o]), $"row 1 col {o} should be NaN");
-            // An infinite activation makes its Q8_0 block scale infinite (0 * inf in the block dot): NaN, never a finite value.
-            if (dtype == DType.Q8_0) Assert.False(float.IsFinite(got[3 * O + o]));
-            else Assert.Equal(want[3 * O + o], got[3 * O + o]);
+            // An infinite activation makes its 8-bit block scale infinite (0 * inf in the block dot): NaN, never a finite value.
+            if (quantizedActs) Assert.False(float.IsFinite(got[infRow * O + o]));
+            else Assert.Equal(want[infRow * O + o], got[infRow * O + o]);
             Assert.False(float.IsNaN(got[0 * O + o]));
         }
     }

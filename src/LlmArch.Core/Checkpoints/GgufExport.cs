@@ -247,7 +247,6 @@ public static unsafe class GgufExport
         var row = new float[cols];
         int outRowBytes = e.Type switch { GgmlF32 => cols * 4, GgmlF16 or GgmlBF16 => cols * 2, _ => cols / 32 * 34 };
         var buf = new byte[outRowBytes];
-        var q = new sbyte[cols]; var sc = new float[cols / 32 + 1];
         for (int r = 0; r < rows; r++)
         {
             int src = r;
@@ -266,15 +265,7 @@ public static unsafe class GgufExport
                     case GgmlF16: for (int c = 0; c < cols; c++) ((Half*)o)[c] = (Half)x[c]; break;
                     case GgmlBF16: for (int c = 0; c < cols; c++) ((ushort*)o)[c] = Compute.Cpu.Convert.F32ToBF16(x[c]); break;
                     default:
-                        fixed (sbyte* qp = q) fixed (float* sp = sc)
-                        {
-                            Q8.QuantizeRow(x, cols, qp, sp);
-                            for (int b = 0; b < cols / 32; b++)
-                            {
-                                *(Half*)(o + b * 34) = (Half)sp[b];
-                                new ReadOnlySpan<sbyte>(qp + b * 32, 32).CopyTo(new Span<sbyte>(o + b * 34 + 2, 32));
-                            }
-                        }
+                        Q8.QuantizeRow(x, cols, o);
                         break;
                 }
             }

@@ -83,18 +83,22 @@ public sealed class CheckpointWeights : WeightSource, IDisposable
     /// <summary>FP8 block size from quantization_config (rows, cols), default 128x128.</summary>
     public (int Rows, int Cols) Fp8Block { get; init; } = (128, 128);
     /// <summary>
-    /// Load-time weight quantization: <see cref="DType.Q8_0"/> turns every 2-D F32/BF16/F16 weight whose rows are a
-    /// multiple of 32 (linear layers and embedding tables, as llama.cpp's Q8_0 does) into Q8_0; null keeps dtypes.
+    /// Load-time weight quantization (<see cref="DType.Q8_0"/>, <see cref="DType.Q4_0"/>, <see cref="DType.Q4_K"/>) of
+    /// every 2-D F32/BF16/F16 weight (linear layers and embedding tables), with llama.cpp's choices per tensor
+    /// (<see cref="WeightQuantizer"/>); null keeps dtypes.
     /// </summary>
     public DType? Quantize { get; init; }
+
+    /// <summary>The output head: lm_head, or the embedding table when the head is tied to it.</summary>
+    private bool IsHead(string name, WeightUse use) => name == "lm_head.weight" || (use.Embedding && !Contains("lm_head.weight"));
 
     /// <summary>Copy weights out of the memory map into process memory at load (see <see cref="Models.LoadOptions.Copy"/>).</summary>
     public bool Copy { get; init; }
 
     protected override Tensor Prepare(Tensor t, WeightUse use)
     {
-        if (Quantize == DType.Q8_0 && t.Shape.Rank == 2 && (t.DType is DType.F32 or DType.BF16 or DType.F16) && t.Shape.Last % Q8.Block == 0)
-            return Q8.Quantize(t);
+        if (Quantize is { } q && WeightQuantizer.TypeFor(q, t.DType, t.Shape.Rank, t.Shape.Last, IsHead(t.Name, use)) is not null)
+            return WeightQuantizer.Apply(t, q, IsHead(t.Name, use));
         if (Copy && !DTypes.IsQuantized(t.DType) && t.ByteCount >= 1 << 16) return HostCopy.Of(t);
         return t;
     }

@@ -134,7 +134,6 @@ public static class Benchmark
 
     private static long StorageBytes(WeightRecord r) => r.DType switch
     {
-        DType.Q8_0 => r.Count + r.Count / Q8.Block * 4,
         DType.MXFP4 => r.Count / 2 + r.Count / 32,
         _ => DTypes.StorageBytes(r.DType, r.Count),
     };

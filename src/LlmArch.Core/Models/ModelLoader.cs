@@ -8,7 +8,7 @@ namespace LlmArch.Models;
 /// <summary>Options of <see cref="ModelLoader.Load(string, IBackend?, LoadOptions?)"/>.</summary>
 public sealed record LoadOptions
 {
-    /// <summary>Quantize 2-D weights at load (<see cref="DType.Q8_0"/>), or null to keep the stored dtypes.</summary>
+    /// <summary>Quantize 2-D weights at load (<see cref="DType.Q8_0"/>, <see cref="DType.Q4_0"/>, <see cref="DType.Q4_K"/>), or null to keep the stored dtypes.</summary>
     public DType? Quantize { get; init; }
     /// <summary>
     /// Copy plain-dtype weights out of the memory map into 2 MB-aligned process memory advised for transparent huge
@@ -61,8 +61,8 @@ public static class ModelLoader
         if (!Directory.Exists(dir)) throw new LlmArchInputException($"{dir}: model directory not found");
         var cfg = ModelConfig.Load(Path.Combine(dir, "config.json"));
         Resolve(cfg);
-        if (options?.Quantize is { } q && q != DType.Q8_0)
-            throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0)");
+        if (options?.Quantize is { } q && !WeightQuantizer.Supports(q))
+            throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0, Q4_0, Q4_K)");
         var weights = new CheckpointWeights(dir) { Fp8Block = Fp8BlockOf(cfg), Quantize = options?.Quantize, Copy = options?.Copy ?? false };
         return Create(cfg, weights, backend);
     }

@@ -66,9 +66,16 @@ public static unsafe class Convert
         for (; i < n; i++) dst[i] = BF16ToF32(src[i]);
     }
 
+    /// <summary>Widens <paramref name="n"/> F16 values to F32 (integer bit tricks; .NET exposes no F16C).</summary>
     public static void F16ToF32(Half* src, float* dst, int n)
     {
-        for (int i = 0; i < n; i++) dst[i] = (float)src[i];
+        ushort* s = (ushort*)src;
+        int i = 0;
+        if (Vector512.IsHardwareAccelerated && System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+            for (; i <= n - 16; i += 16) Fp16.ToF32x16(Vector256.Load(s + i)).Store(dst + i);
+        else if (System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+            for (; i <= n - 8; i += 8) Fp16.ToF32x8(Vector128.Load(s + i)).Store(dst + i);
+        for (; i < n; i++) dst[i] = Fp16.ToF32(s[i]);
     }
 
     /// <summary>
@@ -118,6 +125,18 @@ public static unsafe class Convert
     public static void DequantizeRow(Tensor t, long row, int col, Span<float> dst)
     {
         int cols = t.Shape.Last;
+        if (DTypes.IsGgmlBlock(t.DType))
+        {
+            byte* rp = (byte*)t.Ptr + row * DTypes.StorageBytes(t.DType, cols);
+            fixed (float* d = dst)
+                switch (t.DType)
+                {
+                    case DType.Q8_0: Q8.DequantizeRow(rp, col, dst.Length, d); break;
+                    case DType.Q4_0: Q4_0.DequantizeRow(rp, col, dst.Length, d); break;
+                    default: KQuants.DequantizeRow(t.DType, rp, col, dst.Length, d); break;
+                }
+            return;
+        }
         var (br, bc) = t.ScaleBlock;
         int scaleCols = t.Scales is null ? 0 : (cols + bc - 1) / bc;
         byte* p = (byte*)t.Ptr;
@@ -147,13 +166,6 @@ public static unsafe class Convert
                     int nib = (r[c >> 1] >> ((c & 1) * 4)) & 0xF;
                     dst[i] = tab[nib] * E8M0(sc[c / bc]);
                 }
-                return;
-            }
-            case DType.Q8_0:
-            {
-                sbyte* r = (sbyte*)p + row * cols;
-                float* sc = (float*)t.Scales!.Ptr + row * scaleCols;
-                for (int i = 0; i < n; i++) dst[i] = r[col + i] * sc[(col + i) / bc];
                 return;
             }
             default:
