@@ -10,7 +10,7 @@ namespace LlmArch.Cli.Commands;
 public sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "throughput: bench --model <dir> [--prompt-tokens 512] [--gen-tokens 128] [--threads N] [--quant bf16|q8_0] [--repeat 3] [--copy] [--json] | bench --memory";
+    public string Summary => "throughput: bench --model <dir> [--prompt-tokens 512] [--gen-tokens 128] [--threads N] [--quant bf16|q8_0|q4_0|q4_k] [--repeat 3] [--copy] [--json] | bench --memory";
     public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json", "memory", "kernels", "copy" };
 
     public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
@@ -44,15 +44,15 @@ public sealed class BenchCommand : ICommand
         DType? quant = quantName.ToLowerInvariant() switch
         {
             "none" or "bf16" or "f32" or "stored" => null,
-            "q8_0" or "q8" => DType.Q8_0,
-            _ => throw new LlmArchInputException($"option --quant: '{quantName}' is not one of bf16 (as stored), q8_0"),
+            "q8_0" or "q8" => DType.Q8_0, "q4_0" => DType.Q4_0, "q4_k" => DType.Q4_K,
+            _ => throw new LlmArchInputException($"option --quant: '{quantName}' is not one of bf16 (as stored), q8_0, q4_0, q4_k"),
         };
         var r = Benchmark.Run(dir, threads, quant, prompt, gen, repeat, copy: copy);
         if (json)
         {
             stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
             {
-                ["model"] = r.Model, ["weights"] = r.WeightDType, ["threads"] = r.Threads, ["prompt_tokens"] = r.PromptTokens,
+                ["model"] = r.Model, ["weights"] = r.WeightDType, ["isa"] = r.Isa, ["threads"] = r.Threads, ["prompt_tokens"] = r.PromptTokens,
                 ["gen_tokens"] = r.GenTokens, ["repeats"] = r.Repeats, ["load_s"] = r.LoadSeconds,
                 ["prefill_tokens_per_s"] = r.PrefillTokensPerSecond, ["prefill_tokens_per_s_median"] = r.PrefillTokensPerSecondMedian,
                 ["prefill_gflop_per_s"] = r.PrefillGflopPerSecond,
@@ -64,7 +64,7 @@ public sealed class BenchCommand : ICommand
         }
         else
         {
-            stdout.WriteLine(string.Create(inv, $"model {r.Model} ({r.WeightDType}), {r.Threads} threads, load {r.LoadSeconds:F2}s, best/median of {r.Repeats}"));
+            stdout.WriteLine(string.Create(inv, $"model {r.Model} ({r.WeightDType}, {r.Isa}), {r.Threads} threads, load {r.LoadSeconds:F2}s, best/median of {r.Repeats}"));
             stdout.WriteLine(string.Create(inv, $"prefill {r.PromptTokens} tokens: {r.PrefillTokensPerSecond:F1} tok/s (median {r.PrefillTokensPerSecondMedian:F1}), {r.PrefillGflopPerSecond:F1} GFLOP/s"));
             stdout.WriteLine(string.Create(inv, $"decode {r.GenTokens} tokens: {r.DecodeTokensPerSecond:F2} tok/s (median {r.DecodeTokensPerSecondMedian:F2}), {r.DecodeGBPerSecond:F1} GB/s ({(r.WeightBytesPerToken + r.KvBytesPerToken) / 1e6:F0} MB/token: weights {r.WeightBytesPerToken / 1e6:F0} + KV {r.KvBytesPerToken / 1e6:F1})"));
             stdout.WriteLine(string.Create(inv, $"peak RSS {r.PeakRssBytes / 1e6:F0} MB; managed allocation per decoded token: {r.AllocatedBytesPerToken:F0} B (decode thread {r.AllocatedBytesPerTokenThread:F0} B)"));

@@ -28,6 +28,8 @@ public sealed class RunCommand : ICommand
         string? speculative = args.Get("speculative");
         int draftTokens = args.GetInt("draft-tokens", 1);
         var gen = GenerationConfig.TryLoad(dir);
+        string? quant = args.Get("quant");
+        bool gguf = dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(dir);
         bool greedy = args.Has("greedy");
         bool quiet = args.Has("quiet");
         var sampling = ParseSampling(args, gen, greedy);
@@ -40,8 +42,11 @@ public sealed class RunCommand : ICommand
         List<int[]> prompts;
         if (text is not null)
         {
-            tok = Tokenizer.Load(tokDir ?? dir);
-            string prompt = chat ? ChatTemplate.Load(tokDir ?? dir).Render([ChatTemplate.Message("user", text)], addGenerationPrompt: true) : text;
+            tok = gguf && tokDir is null ? GgufTokenizer.Load(dir) : Tokenizer.Load(tokDir ?? dir);
+            var template = !chat ? null : gguf && tokDir is null
+                ? GgufTokenizer.LoadChatTemplate(dir) ?? throw new LlmArchInputException($"{dir}: --chat needs a chat template (metadata key 'tokenizer.chat_template' is missing)")
+                : ChatTemplate.Load(tokDir ?? dir);
+            string prompt = template is not null ? template.Render([ChatTemplate.Message("user", text)], addGenerationPrompt: true) : text;
             prompts = [tok.Encode(prompt, addSpecialTokens: !chat)];
         }
         else
@@ -51,7 +56,11 @@ public sealed class RunCommand : ICommand
             if (prompts.Count == 0) throw new LlmArchInputException("--prompt-ids is empty");
         }
 
-        var model = ModelLoader.Load(dir);
+        var model = ModelLoader.Load(dir, null, quant is null ? null : new LoadOptions { Quantize = quant.ToLowerInvariant() switch
+        {
+            "q8_0" => LlmArch.Compute.DType.Q8_0, "q4_0" => LlmArch.Compute.DType.Q4_0, "q4_k" => LlmArch.Compute.DType.Q4_K,
+            _ => throw new LlmArchInputException($"option --quant: '{quant}' is not one of q8_0, q4_0, q4_k"),
+        } });
         var eos = StopIds(model, gen, tok);
         var detok = tok?.CreateStreamingDetokenizer(skipSpecialTokens: true);
         void Emit(int token)

@@ -8,98 +8,108 @@ using LlmArch.Models;
 namespace LlmArch.Checkpoints;
 
 /// <summary>
-/// Writes a Hugging Face model directory as a GGUF v3 file that llama.cpp loads (llama/mistral as
-/// <c>llama</c>, qwen3 as <c>qwen3</c>): llama.cpp's metadata keys and tensor names, its block layouts
-/// (Q8_0 = f16 scale + 32 int8 per block), its RoPE row permutation of llama q/k weights (llama.cpp rotates
-/// adjacent pairs where HF rotates halves; qwen3 uses NEOX-style RoPE and is not permuted), llama3 RoPE
-/// frequency factors as <c>rope_freqs.weight</c>, and tokenizer metadata from tokenizer.json. Without a
-/// tokenizer.json a synthetic byte-level vocabulary of vocab_size tokens is written so llama.cpp can load and
-/// benchmark the file (it cannot tokenize real text sensibly).
+/// Writes a model (a Hugging Face directory, or a GGUF file) as a GGUF v3 file that llama.cpp loads, for the
+/// architectures of <see cref="GgufArch"/>: llama.cpp's metadata keys and tensor names, its block layouts (Q8_0, Q4_0,
+/// Q4_K, Q6_K exactly as ggml stores them), its RoPE row permutation of llama q/k weights (llama.cpp rotates adjacent
+/// pairs where HF rotates halves), Gemma's norm weights stored as w + 1, experts stacked <c>[E, out, in]</c>, llama3 RoPE
+/// frequency factors as <c>rope_freqs.weight</c>, and the tokenizer: tokenizer.json as llama.cpp's "gpt2" (byte-level
+/// BPE) or "llama" (SentencePiece-style BPE with byte fallback, scores from the merge ranks) vocabulary, with the chat
+/// template of tokenizer_config.json. Without a tokenizer a synthetic byte-level vocabulary of vocab_size tokens is
+/// written so llama.cpp can load and benchmark the file. Quantized types follow <see cref="WeightQuantizer"/>: q4_0 and
+/// q4_k keep the output head in Q6_K; rows that are not whole blocks fall back to Q8_0, then F16.
 /// </summary>
 public static unsafe class GgufExport
 {
-    // ggml tensor types and llama file types
-    private const uint GgmlF32 = 0, GgmlF16 = 1, GgmlQ8_0 = 8, GgmlBF16 = 30;
+    private sealed record Entry(string Name, long[] Dims /* HF order, outermost first */, DType Type, string[] Sources,
+        int PermuteHeads = 0, float Shift = 0f, float[]? Data = null);
 
-    private sealed record Entry(string Name, string Source, long[] Dims /* HF order [rows, cols] */, uint Type, int PermuteHeads = 0, float[]? Data = null);
+    private const int Align = 32;
 
-    public static void Export(string modelDir, string outPath, DType outType)
+    public static void Export(string model, string outPath, DType outType)
     {
-        if (outType is not (DType.BF16 or DType.F32 or DType.F16 or DType.Q8_0))
-            throw new LlmArchInputException($"GGUF export supports bf16, f16, f32 and q8_0, not {outType}");
-        var cfg = ModelConfig.Load(Path.Combine(modelDir, "config.json"));
-        string arch = cfg.ModelType switch
+        if (outType is not (DType.BF16 or DType.F32 or DType.F16 or DType.Q8_0 or DType.Q4_0 or DType.Q4_K))
+            throw new LlmArchInputException($"GGUF export supports bf16, f16, f32, q8_0, q4_0 and q4_k, not {outType}");
+        bool fromGguf = model.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(model);
+        ModelConfig cfg;
+        WeightSource w;
+        Func<string, Tensor> raw;
+        if (fromGguf)
         {
-            "llama" or "mistral" => "llama",
-            "qwen3" => "qwen3",
-            _ => throw new LlmArchInputException($"{cfg.SourcePath}: GGUF export supports model_type llama, mistral and qwen3 (got '{cfg.ModelType}')"),
-        };
-        using var w = new CheckpointWeights(modelDir);
-        var model = ModelLoader.Create(cfg, w, new CpuBackend()); // validates every tensor's shape, and tells us tying
-        int layers = cfg.NumHiddenLayers!.Value, hidden = cfg.HiddenSize!.Value, heads = cfg.NumAttentionHeads!.Value;
-        int kvHeads = cfg.NumKeyValueHeads ?? heads, headDim = cfg.HeadDim ?? hidden / heads, vocab = model.VocabSize;
-        int inter = cfg.IntermediateSize![0];
-        bool tied = !w.Contains("lm_head.weight");
-        bool permute = arch == "llama";
-
-        uint Mat(long cols) => outType switch
-        {
-            DType.F32 => GgmlF32, DType.F16 => GgmlF16, DType.BF16 => GgmlBF16,
-            _ => cols % 32 == 0 ? GgmlQ8_0 : GgmlF16,
-        };
-        var list = new List<Entry>
-        {
-            new("token_embd.weight", "model.embed_tokens.weight", [vocab, hidden], Mat(hidden)),
-            new("output_norm.weight", "model.norm.weight", [hidden], GgmlF32),
-        };
-        if (!tied) list.Add(new("output.weight", "lm_head.weight", [vocab, hidden], Mat(hidden)));
-        var ropeFactors = Llama3RopeFactors(cfg, headDim);
-        if (ropeFactors is not null) list.Add(new("rope_freqs.weight", "", [ropeFactors.Length], GgmlF32, 0, ropeFactors));
-        for (int i = 0; i < layers; i++)
-        {
-            string p = $"model.layers.{i}", b = $"blk.{i}";
-            list.Add(new($"{b}.attn_norm.weight", $"{p}.input_layernorm.weight", [hidden], GgmlF32));
-            list.Add(new($"{b}.attn_q.weight", $"{p}.self_attn.q_proj.weight", [heads * headDim, hidden], Mat(hidden), permute ? heads : 0));
-            list.Add(new($"{b}.attn_k.weight", $"{p}.self_attn.k_proj.weight", [kvHeads * headDim, hidden], Mat(hidden), permute ? kvHeads : 0));
-            list.Add(new($"{b}.attn_v.weight", $"{p}.self_attn.v_proj.weight", [kvHeads * headDim, hidden], Mat(hidden)));
-            list.Add(new($"{b}.attn_output.weight", $"{p}.self_attn.o_proj.weight", [hidden, heads * headDim], Mat(heads * headDim)));
-            if (arch == "qwen3")
-            {
-                list.Add(new($"{b}.attn_q_norm.weight", $"{p}.self_attn.q_norm.weight", [headDim], GgmlF32));
-                list.Add(new($"{b}.attn_k_norm.weight", $"{p}.self_attn.k_norm.weight", [headDim], GgmlF32));
-            }
-            list.Add(new($"{b}.ffn_norm.weight", $"{p}.post_attention_layernorm.weight", [hidden], GgmlF32));
-            list.Add(new($"{b}.ffn_gate.weight", $"{p}.mlp.gate_proj.weight", [inter, hidden], Mat(hidden)));
-            list.Add(new($"{b}.ffn_up.weight", $"{p}.mlp.up_proj.weight", [inter, hidden], Mat(hidden)));
-            list.Add(new($"{b}.ffn_down.weight", $"{p}.mlp.down_proj.weight", [hidden, inter], Mat(inter)));
+            var (c, g) = GgufModel.Open(model);
+            cfg = c; w = g; raw = g.Raw;
         }
-        foreach (var e in list)
-            if (e.Data is null && !w.Contains(e.Source)) throw new CheckpointFormatException($"{modelDir}: tensor '{e.Source}' is missing (needed for GGUF {e.Name})");
-        if (cfg.AttentionBias == true || cfg.MlpBias == true)
-            throw new LlmArchInputException($"{cfg.SourcePath}: GGUF export does not write attention/MLP biases yet");
-
-        var kv = new List<(string Key, object Value)>
+        else
         {
-            ("general.architecture", arch),
-            ("general.name", Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(modelDir)))),
-            ("general.file_type", (uint)(outType switch { DType.F32 => 0, DType.F16 => 1, DType.Q8_0 => 7, _ => 32 })),
-            ("general.alignment", 32u),
-            ($"{arch}.context_length", (uint)cfg.MaxPositionEmbeddings!.Value),
-            ($"{arch}.embedding_length", (uint)hidden),
-            ($"{arch}.block_count", (uint)layers),
-            ($"{arch}.feed_forward_length", (uint)inter),
-            ($"{arch}.attention.head_count", (uint)heads),
-            ($"{arch}.attention.head_count_kv", (uint)kvHeads),
-            ($"{arch}.attention.key_length", (uint)headDim),
-            ($"{arch}.attention.value_length", (uint)headDim),
-            ($"{arch}.rope.dimension_count", (uint)headDim),
-            ($"{arch}.rope.freq_base", (float)(cfg.RopeFor(null).RopeTheta ?? cfg.RopeTheta ?? 10000.0)),
-            ($"{arch}.attention.layer_norm_rms_epsilon", (float)(cfg.RmsNormEps ?? 1e-6)),
-            ($"{arch}.vocab_size", (uint)vocab),
-        };
-        AddTokenizer(kv, modelDir, cfg, vocab, arch);
+            if (!Directory.Exists(model)) throw new LlmArchInputException($"{model}: model directory not found");
+            cfg = ModelConfig.Load(Path.Combine(model, "config.json"));
+            var cw = new CheckpointWeights(model);
+            w = cw; raw = cw.Raw;
+        }
+        try
+        {
+            var arch = GgufArch.ForModelType(cfg.ModelType)
+                ?? throw new LlmArchInputException($"{cfg.SourcePath}: GGUF export supports model_type llama, mistral, qwen3, qwen3_moe and gemma3_text (got '{cfg.ModelType}')");
+            var m = ModelLoader.Create(cfg, w, new CpuBackend()); // validates every tensor's shape and records what the model uses
+            var kv = Metadata(cfg, arch, m, outType, model, fromGguf ? ((GgufWeights)w).File : null);
+            var entries = Entries(cfg, arch, w, m, outType);
+            WriteFile(outPath, kv, entries, raw);
+        }
+        finally { (w as IDisposable)?.Dispose(); }
+    }
 
-        WriteFile(outPath, kv, list, w, outType, headDim);
+    // ---------------- tensors ----------------
+
+    private static List<Entry> Entries(ModelConfig cfg, GgufArch arch, WeightSource w, CausalLM m, DType outType)
+    {
+        var recs = w.Records.GroupBy(r => r.Name).Select(g => g.First()).ToList();
+        bool tied = !recs.Any(r => r.Name == "lm_head.weight");
+        int heads = cfg.NumAttentionHeads ?? 1, kvHeads = cfg.NumKeyValueHeads ?? heads;
+        var list = new List<Entry>();
+        var stacked = new Dictionary<string, List<(int E, WeightRecord R)>>();
+        foreach (var r in recs)
+        {
+            var parts = r.Name.Split('.');
+            // model.layers.{i}.mlp.experts.{e}.{proj}.weight
+            if (parts.Length == 8 && parts[3] == "mlp" && parts[4] == "experts" && int.TryParse(parts[5], out int e))
+            {
+                string? what = arch.StackedExperts.FirstOrDefault(kv => kv.Value == parts[6]).Key;
+                if (what is null) throw new LlmArchInputException($"{cfg.SourcePath}: tensor '{r.Name}' has no GGUF name for architecture {arch.Name}");
+                string key = $"blk.{parts[2]}.{what}.weight";
+                if (!stacked.TryGetValue(key, out var l)) stacked[key] = l = [];
+                l.Add((e, r));
+                continue;
+            }
+            string name = arch.GgufName(r.Name) ?? throw new LlmArchInputException($"{cfg.SourcePath}: tensor '{r.Name}' has no GGUF name for architecture {arch.Name}");
+            bool head = name == "output.weight" || (name == "token_embd.weight" && tied);
+            int permute = !arch.PermutesQk ? 0 : r.Name.Contains(".self_attn.q_proj.") ? heads : r.Name.Contains(".self_attn.k_proj.") ? kvHeads : 0;
+            list.Add(new Entry(name, r.Shape, TypeFor(outType, r.Shape, head), [r.Name], permute, arch.IsShiftedNorm(r.Name) ? arch.NormShift : 0f));
+        }
+        foreach (var (name, l) in stacked)
+        {
+            l.Sort((a, b) => a.E.CompareTo(b.E));
+            for (int i = 0; i < l.Count; i++)
+                if (l[i].E != i) throw new LlmArchInputException($"{cfg.SourcePath}: expert {i} of '{name}' is missing");
+            var s = l[0].R.Shape;
+            list.Add(new Entry(name, [l.Count, s[0], s[1]], TypeFor(outType, s, false), l.Select(x => x.R.Name).ToArray()));
+        }
+        if (Llama3RopeFactors(cfg, cfg.HeadDim ?? cfg.HiddenSize!.Value / heads) is { } factors)
+            list.Add(new Entry("rope_freqs.weight", [factors.Length], DType.F32, [], 0, 0, factors));
+        // llama.cpp does not care about order; globals first reads best.
+        int Rank(string n) => n switch { "token_embd.weight" => 0, "output_norm.weight" => 1, "output.weight" => 2, "rope_freqs.weight" => 3, _ => 4 };
+        return list.OrderBy(e => Rank(e.Name)).ThenBy(e => BlockIndex(e.Name)).ToList();
+    }
+
+    private static int BlockIndex(string n) => n.StartsWith("blk.", StringComparison.Ordinal) && int.TryParse(n.Split('.')[1], out int i) ? i : -1;
+
+    private static DType TypeFor(DType outType, long[] shape, bool head)
+    {
+        if (shape.Length < 2) return DType.F32;
+        int cols = (int)shape[^1];
+        return outType switch
+        {
+            DType.F32 or DType.F16 or DType.BF16 => outType,
+            _ => WeightQuantizer.TypeFor(outType, DType.F32, 2, cols, head) ?? DType.F16,
+        };
     }
 
     /// <summary>llama3 RoPE scaling as llama.cpp wants it: per-frequency divisors in <c>rope_freqs.weight</c>.</summary>
@@ -127,160 +137,181 @@ public static unsafe class GgufExport
         return f;
     }
 
-    private static void AddTokenizer(List<(string, object)> kv, string dir, ModelConfig cfg, int vocab, string arch)
+    // ---------------- metadata ----------------
+
+    private static List<(string Key, object Value)> Metadata(ModelConfig cfg, GgufArch arch, CausalLM m, DType outType, string model, GgufFile? src)
     {
-        string path = Path.Combine(dir, "tokenizer.json");
-        var tokens = new string[vocab];
-        var types = new int[vocab];
-        var merges = new List<string>();
-        string pre = "default";
-        if (File.Exists(path))
+        string a = arch.Name;
+        int layers = cfg.NumHiddenLayers!.Value, hidden = cfg.HiddenSize!.Value, heads = cfg.NumAttentionHeads!.Value;
+        int kvHeads = cfg.NumKeyValueHeads ?? heads, headDim = cfg.HeadDim ?? hidden / heads;
+        if (cfg.MlpBias == true) throw new LlmArchInputException($"{cfg.SourcePath}: GGUF export does not write MLP biases");
+        uint fileType = outType switch { DType.F32 => 0u, DType.F16 => 1u, DType.Q8_0 => 7u, DType.Q4_0 => 2u, DType.Q4_K => 14u, _ => 32u };
+        var kv = new List<(string, object)>
         {
-            JsonNode root;
-            try { root = JsonNode.Parse(File.ReadAllText(path)) ?? throw new ConfigException($"{path}: empty"); }
-            catch (JsonException e) { throw new ConfigException($"{path}: malformed JSON ({e.Message})"); }
-            var model = root["model"] as JsonObject ?? throw new ConfigException($"{path}: key 'model' is missing");
-            if ((string?)model["type"] is { } t && t != "BPE") throw new ConfigException($"{path}: key 'model.type' is '{t}'; GGUF export handles BPE tokenizers");
-            if (model["vocab"] is not JsonObject v) throw new ConfigException($"{path}: key 'model.vocab' is missing");
-            foreach (var (tok, idNode) in v)
-            {
-                int id = (int)idNode!;
-                if ((uint)id < (uint)vocab) { tokens[id] = tok; types[id] = 1; }
-            }
-            if (model["merges"] is JsonArray m)
-                foreach (var e in m)
-                    merges.Add(e is JsonArray pair ? $"{(string?)pair[0]} {(string?)pair[1]}" : (string?)e ?? "");
-            if (root["added_tokens"] is JsonArray added)
-                foreach (var a in added)
-                {
-                    int id = (int)a!["id"]!;
-                    if ((uint)id >= (uint)vocab) continue;
-                    tokens[id] = (string?)a["content"] ?? "";
-                    types[id] = (bool?)a["special"] == true ? 3 : 4;
-                }
-            for (int i = 0; i < vocab; i++)
-                if (tokens[i] is null) { tokens[i] = $"[PAD{i}]"; types[i] = 5; }
-            pre = arch == "qwen3" ? "qwen2" : "llama-bpe";
-        }
-        else
+            ("general.architecture", a),
+            ("general.name", src?.String("general.name") ?? Path.GetFileNameWithoutExtension(Path.TrimEndingDirectorySeparator(Path.GetFullPath(model)))),
+            ("general.file_type", fileType),
+            ("general.alignment", (uint)Align),
+        };
+        if (DTypes.IsGgmlBlock(outType)) kv.Add(("general.quantization_version", 2u));
+        kv.Add(($"{a}.context_length", (uint)(cfg.MaxPositionEmbeddings ?? 4096)));
+        kv.Add(($"{a}.embedding_length", (uint)hidden));
+        kv.Add(($"{a}.block_count", (uint)layers));
+        if (cfg.IntermediateSize is [var ff, ..]) kv.Add(($"{a}.feed_forward_length", (uint)ff));
+        kv.Add(($"{a}.attention.head_count", (uint)heads));
+        kv.Add(($"{a}.attention.head_count_kv", (uint)kvHeads));
+        kv.Add(($"{a}.attention.key_length", (uint)headDim));
+        kv.Add(($"{a}.attention.value_length", (uint)headDim));
+        kv.Add(($"{a}.rope.dimension_count", (uint)headDim));
+        kv.Add(($"{a}.attention.layer_norm_rms_epsilon", (float)(cfg.RmsNormEps ?? 1e-6)));
+        kv.Add(($"{a}.vocab_size", (uint)m.VocabSize));
+        var rp = cfg.RopeFor("full_attention");
+        kv.Add(($"{a}.rope.freq_base", (float)(rp.RopeTheta ?? cfg.RopeTheta ?? 10000.0)));
+        switch (rp.Kind)
         {
-            // Synthetic byte-level vocabulary: the 256 GPT-2 byte symbols first (so any text tokenizes), then placeholders.
-            var bytes = ByteSymbols();
-            for (int i = 0; i < vocab; i++) { tokens[i] = i < 256 ? bytes[i] : $"<t{i}>"; types[i] = 1; }
+            case "default" or "llama3": break;
+            case "linear":
+                kv.Add(($"{a}.rope.scaling.type", "linear"));
+                kv.Add(($"{a}.rope.scaling.factor", (float)(rp.Factor ?? 1)));
+                break;
+            case "yarn":
+                kv.Add(($"{a}.rope.scaling.type", "yarn"));
+                kv.Add(($"{a}.rope.scaling.factor", (float)(rp.Factor ?? 1)));
+                kv.Add(($"{a}.rope.scaling.original_context_length", (uint)(rp.OriginalMaxPositionEmbeddings ?? cfg.MaxPositionEmbeddings ?? 4096)));
+                if (rp.BetaFast is double bf) kv.Add(($"{a}.rope.scaling.yarn_beta_fast", (float)bf));
+                if (rp.BetaSlow is double bs) kv.Add(($"{a}.rope.scaling.yarn_beta_slow", (float)bs));
+                if (rp.AttentionFactor is double af) kv.Add(($"{a}.rope.scaling.yarn_attn_factor", (float)af));
+                break;
+            default: throw new LlmArchInputException($"{cfg.SourcePath}: RoPE type '{rp.Kind}' has no GGUF form");
         }
-        kv.Add(("tokenizer.ggml.model", "gpt2"));
-        kv.Add(("tokenizer.ggml.pre", pre));
-        kv.Add(("tokenizer.ggml.tokens", tokens));
-        kv.Add(("tokenizer.ggml.token_type", types));
-        kv.Add(("tokenizer.ggml.merges", merges.ToArray()));
-        if (cfg.BosTokenId is [var bos, ..] && bos < vocab) kv.Add(("tokenizer.ggml.bos_token_id", (uint)bos));
-        if (cfg.EosTokenId is [var eos, ..] && eos < vocab) kv.Add(("tokenizer.ggml.eos_token_id", (uint)eos));
-        if (cfg.PadTokenId is [var pad, ..] && pad < vocab) kv.Add(("tokenizer.ggml.padding_token_id", (uint)pad));
-        kv.Add(("tokenizer.ggml.add_bos_token", false));
+        arch.ExportMetadata(cfg, kv);
+        if (src is not null)
+            foreach (var k in src.Metadata.Keys.Where(k => k.StartsWith("tokenizer.", StringComparison.Ordinal)))
+                kv.Add((k, src.TypedValue(k)));
+        else GgufTokenizerExport.Add(kv, model, cfg, m.VocabSize, arch);
+        return kv;
     }
 
-    /// <summary>GPT-2's byte-to-unicode table: printable bytes map to themselves, the rest to U+0100 onwards.</summary>
-    private static string[] ByteSymbols()
-    {
-        var r = new string[256];
-        int n = 0;
-        for (int b = 0; b < 256; b++)
-        {
-            bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-            r[b] = printable ? ((char)b).ToString() : ((char)(256 + n++)).ToString();
-        }
-        return r;
-    }
+    // ---------------- writing ----------------
 
-    private static long TensorBytes(Entry e)
-    {
-        long count = e.Dims.Aggregate(1L, (a, b) => a * b);
-        return e.Type switch { GgmlF32 => count * 4, GgmlF16 or GgmlBF16 => count * 2, GgmlQ8_0 => count / 32 * 34, _ => throw new InvalidOperationException() };
-    }
+    private static long TensorBytes(Entry e) => DTypes.StorageBytes(e.Type, e.Dims.Aggregate(1L, (x, y) => x * y));
 
-    private static void WriteFile(string outPath, List<(string Key, object Value)> kv, List<Entry> list, CheckpointWeights w, DType outType, int headDim)
+    private static void WriteFile(string outPath, List<(string Key, object Value)> kv, List<Entry> list, Func<string, Tensor> raw)
     {
-        const int Align = 32;
         string? parent = Path.GetDirectoryName(Path.GetFullPath(outPath));
         if (parent is not null) Directory.CreateDirectory(parent);
-        using var fs = new FileStream(outPath, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
-        using var bw = new BinaryWriter(fs, Encoding.UTF8, leaveOpen: true);
-        bw.Write(0x46554747u); // "GGUF"
-        bw.Write(3u);
-        bw.Write((ulong)list.Count);
-        bw.Write((ulong)kv.Count);
-        foreach (var (key, value) in kv) { WriteString(bw, key); WriteValue(bw, value); }
-        long offset = 0;
-        foreach (var e in list)
+        string tmp = outPath + ".partial";
+        try
         {
-            WriteString(bw, e.Name);
-            bw.Write((uint)e.Dims.Length);
-            for (int d = e.Dims.Length - 1; d >= 0; d--) bw.Write((ulong)e.Dims[d]); // ggml order: innermost first
-            bw.Write(e.Type);
-            bw.Write((ulong)offset);
-            offset += (TensorBytes(e) + Align - 1) / Align * Align;
+            using (var fs = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20))
+            {
+                using (var bw = new BinaryWriter(fs, Encoding.UTF8, leaveOpen: true))
+                {
+                    bw.Write(GgufFile.Magic);
+                    bw.Write(3u);
+                    bw.Write((ulong)list.Count);
+                    bw.Write((ulong)kv.Count);
+                    foreach (var (key, value) in kv) { WriteString(bw, key); WriteValue(bw, value); }
+                    long offset = 0;
+                    foreach (var e in list)
+                    {
+                        WriteString(bw, e.Name);
+                        bw.Write((uint)e.Dims.Length);
+                        for (int d = e.Dims.Length - 1; d >= 0; d--) bw.Write((ulong)e.Dims[d]); // ggml order: innermost first
+                        bw.Write(GgmlType.FromDType(e.Type));
+                        bw.Write((ulong)offset);
+                        offset += (TensorBytes(e) + Align - 1) / Align * Align;
+                    }
+                }
+                Pad(fs);
+                foreach (var e in list)
+                {
+                    WriteTensor(fs, e, raw);
+                    Pad(fs);
+                }
+            }
+            File.Move(tmp, outPath, overwrite: true);
         }
-        bw.Flush();
-        Pad(fs, Align);
-        foreach (var e in list)
+        catch
         {
-            WriteTensor(fs, e, w, headDim);
-            Pad(fs, Align);
+            try { File.Delete(tmp); } catch (IOException) { }
+            throw;
         }
     }
 
-    private static void Pad(Stream s, int align)
+    private static void Pad(Stream s)
     {
-        long pad = (align - s.Position % align) % align;
+        long pad = (Align - s.Position % Align) % Align;
         for (long i = 0; i < pad; i++) s.WriteByte(0);
     }
 
-    private static void WriteTensor(Stream fs, Entry e, CheckpointWeights w, int headDim)
+    private static void WriteTensor(Stream fs, Entry e, Func<string, Tensor> raw)
     {
         if (e.Data is not null)
         {
             fixed (float* p = e.Data) fs.Write(new ReadOnlySpan<byte>(p, e.Data.Length * 4));
             return;
         }
-        var t = w.Raw(e.Source);
-        int rows = e.Dims.Length == 1 ? 1 : (int)e.Dims[0], cols = (int)e.Dims[^1];
+        int cols = (int)e.Dims[^1];
         var row = new float[cols];
-        int outRowBytes = e.Type switch { GgmlF32 => cols * 4, GgmlF16 or GgmlBF16 => cols * 2, _ => cols / 32 * 34 };
-        var buf = new byte[outRowBytes];
-        for (int r = 0; r < rows; r++)
+        var buf = new byte[DTypes.StorageBytes(e.Type, cols)];
+        foreach (var source in e.Sources)
         {
-            int src = r;
-            if (e.PermuteHeads > 0)
+            var t = raw(source);
+            if (e.Dims.Length == 1 && e.PermuteHeads > 0)
             {
-                // HF rotate-half rows (h, j, i) → llama.cpp pair rows (h, i, j): new h*D + 2i + j = old h*D + j*D/2 + i
-                int h = r / headDim, within = r % headDim, i = within / 2, j = within % 2;
-                src = h * headDim + j * (headDim / 2) + i;
-            }
-            Compute.Cpu.Convert.ToF32(t, (long)src * cols, row);
-            fixed (byte* o = buf) fixed (float* x = row)
-            {
-                switch (e.Type)
+                // a q/k bias: the same permutation over its elements
+                var v = t.ToFloatArray();
+                int D = v.Length / e.PermuteHeads;
+                for (int k = 0; k < v.Length; k++)
                 {
-                    case GgmlF32: new ReadOnlySpan<float>(x, cols).CopyTo(new Span<float>(o, cols)); break;
-                    case GgmlF16: for (int c = 0; c < cols; c++) ((Half*)o)[c] = (Half)x[c]; break;
-                    case GgmlBF16: for (int c = 0; c < cols; c++) ((ushort*)o)[c] = Compute.Cpu.Convert.F32ToBF16(x[c]); break;
-                    default:
-                        Q8.QuantizeRow(x, cols, o);
-                        break;
+                    int h = k / D, within = k % D, i = within / 2, j = within % 2;
+                    row[k] = v[h * D + j * (D / 2) + i];
                 }
+                Encode(row, e.Type, buf);
+                fs.Write(buf);
+                continue;
             }
-            fs.Write(buf);
+            int rows = checked((int)(t.Shape.Count / Math.Max(1, cols)));
+            int headDim = e.PermuteHeads > 0 ? rows / e.PermuteHeads : 0;
+            for (int r = 0; r < rows; r++)
+            {
+                int src = r;
+                if (e.PermuteHeads > 0)
+                {
+                    // HF rotate-half rows (h, j, i) -> llama.cpp pair rows (h, i, j): new h*D + 2i + j = old h*D + j*D/2 + i
+                    int h = r / headDim, within = r % headDim, i = within / 2, j = within % 2;
+                    src = h * headDim + j * (headDim / 2) + i;
+                }
+                Compute.Cpu.Convert.ToF32(t, (long)src * cols, row);
+                if (e.Shift != 0) for (int c = 0; c < cols; c++) row[c] += e.Shift;
+                Encode(row, e.Type, buf);
+                fs.Write(buf);
+            }
         }
     }
 
-    private static void WriteString(BinaryWriter bw, string s)
+    private static void Encode(float[] row, DType type, byte[] buf)
+    {
+        int cols = row.Length;
+        fixed (byte* o = buf) fixed (float* x = row)
+            switch (type)
+            {
+                case DType.F32: new ReadOnlySpan<float>(x, cols).CopyTo(new Span<float>(o, cols)); break;
+                case DType.F16: for (int c = 0; c < cols; c++) ((ushort*)o)[c] = Fp16.FromF32(x[c]); break;
+                case DType.BF16: for (int c = 0; c < cols; c++) ((ushort*)o)[c] = Compute.Cpu.Convert.F32ToBF16(x[c]); break;
+                default: Q8.QuantizeRow(type, x, cols, o); break;
+            }
+    }
+
+    public static void WriteString(BinaryWriter bw, string s)
     {
         var b = Encoding.UTF8.GetBytes(s);
         bw.Write((ulong)b.Length);
         bw.Write(b);
     }
 
-    private static void WriteValue(BinaryWriter bw, object v)
+    public static void WriteValue(BinaryWriter bw, object v)
     {
         switch (v)
         {
@@ -289,8 +320,16 @@ public static unsafe class GgufExport
             case float f: bw.Write(6u); bw.Write(f); break;
             case bool b: bw.Write(7u); bw.Write(b ? (byte)1 : (byte)0); break;
             case string s: bw.Write(8u); WriteString(bw, s); break;
+            case long l: bw.Write(11u); bw.Write(l); break;
+            case ulong ul: bw.Write(10u); bw.Write(ul); break;
+            case double d: bw.Write(12u); bw.Write(d); break;
             case string[] a: bw.Write(9u); bw.Write(8u); bw.Write((ulong)a.Length); foreach (var s in a) WriteString(bw, s); break;
             case int[] a: bw.Write(9u); bw.Write(5u); bw.Write((ulong)a.Length); foreach (var x in a) bw.Write(x); break;
+            case float[] a: bw.Write(9u); bw.Write(6u); bw.Write((ulong)a.Length); foreach (var x in a) bw.Write(x); break;
+            case bool[] a: bw.Write(9u); bw.Write(7u); bw.Write((ulong)a.Length); foreach (var x in a) bw.Write(x ? (byte)1 : (byte)0); break;
+            case long[] a: bw.Write(9u); bw.Write(11u); bw.Write((ulong)a.Length); foreach (var x in a) bw.Write(x); break;
+            case ulong[] a: bw.Write(9u); bw.Write(10u); bw.Write((ulong)a.Length); foreach (var x in a) bw.Write(x); break;
+            case double[] a: bw.Write(9u); bw.Write(12u); bw.Write((ulong)a.Length); foreach (var x in a) bw.Write(x); break;
             default: throw new ArgumentException($"GGUF value type {v.GetType()}");
         }
     }

@@ -12,6 +12,8 @@ public sealed record BenchResult
 {
     public required string Model { get; init; }
     public required string WeightDType { get; init; }
+    /// <summary>The kernels' instruction-set path (<see cref="CpuIsa.Current"/>), e.g. avx512 or avx2.</summary>
+    public string Isa { get; init; } = CpuIsa.Name(CpuIsa.Current);
     public required int Threads { get; init; }
     public required int PromptTokens { get; init; }
     public required int GenTokens { get; init; }

@@ -58,12 +58,24 @@ public static class ModelLoader
     /// <summary>As <see cref="Load(string, IBackend?)"/>, with load options (weight quantization).</summary>
     public static CausalLM Load(string dir, IBackend? backend, LoadOptions? options)
     {
+        if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && !Directory.Exists(dir)) return LoadGguf(dir, backend, options);
         if (!Directory.Exists(dir)) throw new LlmArchInputException($"{dir}: model directory not found");
         var cfg = ModelConfig.Load(Path.Combine(dir, "config.json"));
         Resolve(cfg);
         if (options?.Quantize is { } q && !WeightQuantizer.Supports(q))
             throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0, Q4_0, Q4_K)");
         var weights = new CheckpointWeights(dir) { Fp8Block = Fp8BlockOf(cfg), Quantize = options?.Quantize, Copy = options?.Copy ?? false };
+        return Create(cfg, weights, backend);
+    }
+
+    /// <summary>A llama.cpp GGUF file: its metadata as the config, its tensors under Hugging Face names.</summary>
+    private static CausalLM LoadGguf(string path, IBackend? backend, LoadOptions? options)
+    {
+        if (!File.Exists(path)) throw new LlmArchInputException($"{path}: GGUF file not found");
+        if (options?.Quantize is { } q && !WeightQuantizer.Supports(q))
+            throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0, Q4_0, Q4_K)");
+        var (cfg, weights) = GgufModel.Open(path, options?.Quantize, options?.Copy ?? false);
+        Resolve(cfg);
         return Create(cfg, weights, backend);
     }
 
