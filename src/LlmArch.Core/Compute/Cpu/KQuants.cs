@@ -486,30 +486,55 @@ public static unsafe class KQuants
         };
     }
 
-    /// <summary>Sum of m_j * (bsum_2j + bsum_2j+1) over the 8 sub-blocks: the min term of Q4_K/Q5_K.</summary>
+    // ---- fast paths: scales unpacked with 32-bit word operations, broadcast with byte shuffles; the min (or offset)
+    // terms accumulate in a float vector and are reduced once per row ----
+
+    /// <summary>The 8 six-bit scales (bytes 0..7) and 8 mins (bytes 8..15) of a Q4_K/Q5_K super-block, from its 12 bytes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int MinTerm(short* m, short* s16)
+    private static Vector128<byte> ScalesMins(byte* s)
     {
-        // Pairs of 16-sums per 32-sub-block, weighted by the 8 mins: one vpmaddwd on 16 shorts.
-        var sums = Vector256.Load(s16);
-        var mins = Vector128.Load(m);
-        var m2 = Avx2.ConvertToVector256Int32(mins); // m_j in int32 lane j
-        var mm = (m2 | (m2 << 16)).AsInt16();         // (m_j, m_j) as the two shorts of lane j
-        return Vector256.Sum(Avx2.MultiplyAddAdjacent(sums, mm));
+        uint w0 = *(uint*)s, w1 = *(uint*)(s + 4), w2 = *(uint*)(s + 8);
+        uint s03 = w0 & 0x3F3F3F3F, m03 = w1 & 0x3F3F3F3F;
+        uint s47 = (w2 & 0x0F0F0F0F) | (((w0 >> 6) & 0x03030303) << 4);
+        uint m47 = ((w2 >> 4) & 0x0F0F0F0F) | (((w1 >> 6) & 0x03030303) << 4);
+        return Vector128.Create(s03, s47, m03, m47).AsByte();
+    }
+
+    /// <summary>vpshufb patterns that broadcast int16 lane j (0..7) of each 128-bit half to all 8 lanes of that half.</summary>
+    private static readonly Vector256<byte>[] Bcast = Enumerable.Range(0, 8)
+        .Select(j => Vector256.Create(Enumerable.Range(0, 32).Select(i => (byte)(2 * j + (i & 1))).ToArray())).ToArray();
+    /// <summary>Lane j in the low half, lane j+1 in the high half (two sub-blocks' scales for one 32-byte maddubs pair).</summary>
+    private static readonly Vector256<byte>[] Bcast2 = Enumerable.Range(0, 8)
+        .Select(j => Vector256.Create(Enumerable.Range(0, 32).Select(i => (byte)(2 * (i < 16 ? j : Math.Min(7, j + 1)) + (i & 1))).ToArray())).ToArray();
+
+    /// <summary>Bit <paramref name="bit"/> of every byte moved to bit 4 (other bits garbage: mask with 0x10); 16-bit shifts
+    /// never carry a neighbour's bit into bit 4 for these distances.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Bit4(Vector256<byte> v, int bit) =>
+        bit <= 4 ? (v.AsUInt16() << (4 - bit)).AsByte() : (v.AsUInt16() >>> (bit - 4)).AsByte();
+
+    /// <summary>Sum over the 8 sub-blocks of m_j * (bsum_2j + bsum_2j+1) as 8 int32 partial sums.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> MinTerm(Vector128<byte> sm, short* s16)
+    {
+        var mb = Sse2.ShiftRightLogical128BitLane(sm, 8);
+        var pairs = Avx2.ConvertToVector256Int16(Sse2.UnpackLow(mb, mb)); // m0, m0, m1, m1, ...
+        return Avx2.MultiplyAddAdjacent(Vector256.Load(s16), pairs);
     }
 
     private static float DotQ4K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
-        short* sc = stackalloc short[8]; short* mn = stackalloc short[8];
-        Vector256<float> acc = default;
-        float mins = 0;
+        var bc = Bcast;
+        Vector256<float> acc = default, macc = default;
         var low = Vector256.Create((byte)0x0F);
         for (int b = 0; b < K / QK; b++)
         {
             byte* blk = w + b * Q4KBytes;
-            float d = Fp16.ToF32(((ushort*)blk)[0]) * xd[b], dmin = Fp16.ToF32(((ushort*)blk)[1]) * xd[b];
-            UnpackScales(blk + 4, sc, mn);
-            mins += dmin * MinTerm(mn, xs + b * 16);
+            float d = Fp16.Table[((ushort*)blk)[0]] * xd[b], dmin = Fp16.Table[((ushort*)blk)[1]] * xd[b];
+            var sm = ScalesMins(blk + 4);
+            macc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinTerm(sm, xs + b * 16)), Vector256.Create(dmin), macc);
+            var sc = Avx2.ConvertToVector256Int16(sm).GetLower();
+            var sc2 = Vector256.Create(sc, sc).AsByte();
             sbyte* x = xq + b * QK;
             byte* q = blk + 16;
             Vector256<int> ai = default;
@@ -518,56 +543,70 @@ public static unsafe class KQuants
                 var qv = Vector256.Load(q + 32 * c);
                 var lo = qv & low;
                 var hi = (qv.AsUInt16() >>> 4).AsByte() & low;
-                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x + 64 * c)), Vector256.Create(sc[2 * c]));
-                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 64 * c + 32)), Vector256.Create(sc[2 * c + 1]));
+                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x + 64 * c)), Avx2.Shuffle(sc2, Bcast[2 * c]).AsInt16());
+                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 64 * c + 32)), Avx2.Shuffle(sc2, Bcast[2 * c + 1]).AsInt16());
                 ai += p0 + p1;
             }
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(ai), Vector256.Create(d), acc);
         }
-        return Vector256.Sum(acc) - mins;
+        return Vector256.Sum(acc) - Vector256.Sum(macc);
+    }
+
+    /// <summary>512-bit vpshufb patterns: int16 lane 2c of each 128-bit lane to lanes 0-1, lane 2c+1 to lanes 2-3.</summary>
+    private static readonly Vector512<byte>[] Bcast512 = Enumerable.Range(0, 4)
+        .Select(c => Vector512.Create(Enumerable.Range(0, 64).Select(i => (byte)(2 * (i < 32 ? 2 * c : 2 * c + 1) + (i & 1))).ToArray())).ToArray();
+    /// <summary>Per-16-bit-lane shifts: 0 for the low 256 bits (low nibbles), 4 for the high 256 bits (high nibbles).</summary>
+    private static readonly Vector512<ushort> NibbleShift = Vector512.Create(Enumerable.Range(0, 32).Select(i => (ushort)(i < 16 ? 0 : 4)).ToArray());
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q4KChunk(byte* q, sbyte* x, int c, Vector512<byte> low, Vector512<ushort> shift, Vector512<short> scales)
+    {
+        // the 32 bytes of this chunk in both halves, the upper half shifted by 4: [low nibbles | high nibbles]
+        var both = Avx512F.BroadcastVector256ToVector512((ulong*)(q + 32 * c)).AsUInt16();
+        var q64 = Avx512BW.ShiftRightLogicalVariable(both, shift).AsByte() & low;
+        var p = Avx512BW.MultiplyAddAdjacent(q64, Vector512.Load(x + 64 * c));
+        return Avx512BW.MultiplyAddAdjacent(p, scales);
     }
 
     private static float DotQ4K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
-        short* sc = stackalloc short[8]; short* mn = stackalloc short[8];
+        var p0 = Bcast512[0]; var p1 = Bcast512[1]; var p2 = Bcast512[2]; var p3 = Bcast512[3];
+        var shift = NibbleShift;
+        var low = Vector512.Create((byte)0x0F);
         Vector512<float> acc = default;
-        float mins = 0;
-        var low = Vector256.Create((byte)0x0F);
+        Vector256<float> macc = default;
         for (int b = 0; b < K / QK; b++)
         {
             byte* blk = w + b * Q4KBytes;
-            float d = Fp16.ToF32(((ushort*)blk)[0]) * xd[b], dmin = Fp16.ToF32(((ushort*)blk)[1]) * xd[b];
-            UnpackScales(blk + 4, sc, mn);
-            mins += dmin * MinTerm(mn, xs + b * 16);
+            float d = Fp16.Table[((ushort*)blk)[0]] * xd[b], dmin = Fp16.Table[((ushort*)blk)[1]] * xd[b];
+            var sm = ScalesMins(blk + 4);
+            macc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinTerm(sm, xs + b * 16)), Vector256.Create(dmin), macc);
+            var sc128 = Sse41.ConvertToVector128Int16(sm).AsByte();
+            var sc256 = Vector256.Create(sc128, sc128);
+            var sc = Int8.Join(sc256, sc256);
             sbyte* x = xq + b * QK;
             byte* q = blk + 16;
-            Vector512<int> ai = default;
-            for (int c = 0; c < 4; c++)
-            {
-                var qv = Vector256.Load(q + 32 * c);
-                var q64 = Vector512.Create(qv & low, (qv.AsUInt16() >>> 4).AsByte() & low);
-                var p = Avx512BW.MultiplyAddAdjacent(q64, Vector512.Load(x + 64 * c));
-                var s = Vector512.Create(Vector256.Create(sc[2 * c]), Vector256.Create(sc[2 * c + 1]));
-                ai += Avx512BW.MultiplyAddAdjacent(p, s);
-            }
+            var ai = Q4KChunk(q, x, 0, low, shift, Avx512BW.Shuffle(sc, p0).AsInt16()) + Q4KChunk(q, x, 1, low, shift, Avx512BW.Shuffle(sc, p1).AsInt16())
+                   + Q4KChunk(q, x, 2, low, shift, Avx512BW.Shuffle(sc, p2).AsInt16()) + Q4KChunk(q, x, 3, low, shift, Avx512BW.Shuffle(sc, p3).AsInt16());
             acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(ai), Vector512.Create(d), acc);
         }
-        return Vector512.Sum(acc) - mins;
+        return Vector512.Sum(acc) - Vector256.Sum(macc);
     }
 
     private static float DotQ5K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
-        short* sc = stackalloc short[8]; short* mn = stackalloc short[8];
-        Vector256<float> acc = default;
-        float mins = 0;
+        var bc = Bcast;
+        Vector256<float> acc = default, macc = default;
         var low = Vector256.Create((byte)0x0F);
         var sixteen = Vector256.Create((byte)0x10);
         for (int b = 0; b < K / QK; b++)
         {
             byte* blk = w + b * Q5KBytes;
-            float d = Fp16.ToF32(((ushort*)blk)[0]) * xd[b], dmin = Fp16.ToF32(((ushort*)blk)[1]) * xd[b];
-            UnpackScales(blk + 4, sc, mn);
-            mins += dmin * MinTerm(mn, xs + b * 16);
+            float d = Fp16.Table[((ushort*)blk)[0]] * xd[b], dmin = Fp16.Table[((ushort*)blk)[1]] * xd[b];
+            var sm = ScalesMins(blk + 4);
+            macc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinTerm(sm, xs + b * 16)), Vector256.Create(dmin), macc);
+            var sc = Avx2.ConvertToVector256Int16(sm).GetLower();
+            var sc2 = Vector256.Create(sc, sc).AsByte();
             sbyte* x = xq + b * QK;
             var qh = Vector256.Load(blk + 16);
             byte* q = blk + 48;
@@ -575,104 +614,112 @@ public static unsafe class KQuants
             for (int c = 0; c < 4; c++)
             {
                 var qv = Vector256.Load(q + 32 * c);
-                var m0 = Vector256.Create((byte)(1 << (2 * c))); var m1 = Vector256.Create((byte)(2 << (2 * c)));
-                var lo = (qv & low) | (Vector256.Equals(qh & m0, m0) & sixteen);
-                var hi = ((qv.AsUInt16() >>> 4).AsByte() & low) | (Vector256.Equals(qh & m1, m1) & sixteen);
-                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x + 64 * c)), Vector256.Create(sc[2 * c]));
-                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 64 * c + 32)), Vector256.Create(sc[2 * c + 1]));
+                // fifth bits: bit 2c of qh[l] for the low nibbles, bit 2c+1 for the high ones, moved to bit 4
+                var lo = (qv & low) | (Bit4(qh, 2 * c) & sixteen);
+                var hi = ((qv.AsUInt16() >>> 4).AsByte() & low) | (Bit4(qh, 2 * c + 1) & sixteen);
+                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Vector256.Load(x + 64 * c)), Avx2.Shuffle(sc2, Bcast[2 * c]).AsInt16());
+                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Vector256.Load(x + 64 * c + 32)), Avx2.Shuffle(sc2, Bcast[2 * c + 1]).AsInt16());
                 ai += p0 + p1;
             }
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(ai), Vector256.Create(d), acc);
         }
-        return Vector256.Sum(acc) - mins;
+        return Vector256.Sum(acc) - Vector256.Sum(macc);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Q5KChunk(byte* q, Vector256<byte> qh, sbyte* x, int c, Vector256<byte> low, Vector256<byte> sixteen, Vector256<byte> sc2, Vector256<byte> pa, Vector256<byte> pb)
+    {
+        var qv = Vector256.Load(q + 32 * c);
+        var lo = (qv & low) | (Bit4(qh, 2 * c) & sixteen);
+        var hi = ((qv.AsUInt16() >>> 4).AsByte() & low) | (Bit4(qh, 2 * c + 1) & sixteen);
+        var p = Avx512BW.MultiplyAddAdjacent(Int8.Join(lo, hi), Vector512.Load(x + 64 * c));
+        return Avx512BW.MultiplyAddAdjacent(p, Int8.Join(Avx2.Shuffle(sc2, pa), Avx2.Shuffle(sc2, pb)).AsInt16());
     }
 
     private static float DotQ5K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
-        short* sc = stackalloc short[8]; short* mn = stackalloc short[8];
+        var p0 = Bcast[0]; var p1 = Bcast[1]; var p2 = Bcast[2]; var p3 = Bcast[3];
+        var p4 = Bcast[4]; var p5 = Bcast[5]; var p6 = Bcast[6]; var p7 = Bcast[7];
         Vector512<float> acc = default;
-        float mins = 0;
+        Vector256<float> macc = default;
         var low = Vector256.Create((byte)0x0F);
         var sixteen = Vector256.Create((byte)0x10);
         for (int b = 0; b < K / QK; b++)
         {
             byte* blk = w + b * Q5KBytes;
-            float d = Fp16.ToF32(((ushort*)blk)[0]) * xd[b], dmin = Fp16.ToF32(((ushort*)blk)[1]) * xd[b];
-            UnpackScales(blk + 4, sc, mn);
-            mins += dmin * MinTerm(mn, xs + b * 16);
+            float d = Fp16.Table[((ushort*)blk)[0]] * xd[b], dmin = Fp16.Table[((ushort*)blk)[1]] * xd[b];
+            var sm = ScalesMins(blk + 4);
+            macc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(MinTerm(sm, xs + b * 16)), Vector256.Create(dmin), macc);
+            var sc = Avx2.ConvertToVector256Int16(sm).GetLower();
+            var sc2 = Vector256.Create(sc, sc).AsByte();
             sbyte* x = xq + b * QK;
             var qh = Vector256.Load(blk + 16);
             byte* q = blk + 48;
-            Vector512<int> ai = default;
-            for (int c = 0; c < 4; c++)
-            {
-                var qv = Vector256.Load(q + 32 * c);
-                var m0 = Vector256.Create((byte)(1 << (2 * c))); var m1 = Vector256.Create((byte)(2 << (2 * c)));
-                var lo = (qv & low) | (Vector256.Equals(qh & m0, m0) & sixteen);
-                var hi = ((qv.AsUInt16() >>> 4).AsByte() & low) | (Vector256.Equals(qh & m1, m1) & sixteen);
-                var p = Avx512BW.MultiplyAddAdjacent(Vector512.Create(lo, hi), Vector512.Load(x + 64 * c));
-                ai += Avx512BW.MultiplyAddAdjacent(p, Vector512.Create(Vector256.Create(sc[2 * c]), Vector256.Create(sc[2 * c + 1])));
-            }
+            var ai = Q5KChunk(q, qh, x, 0, low, sixteen, sc2, p0, p1) + Q5KChunk(q, qh, x, 1, low, sixteen, sc2, p2, p3)
+                   + Q5KChunk(q, qh, x, 2, low, sixteen, sc2, p4, p5) + Q5KChunk(q, qh, x, 3, low, sixteen, sc2, p6, p7);
             acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(ai), Vector512.Create(d), acc);
         }
-        return Vector512.Sum(acc) - mins;
+        return Vector512.Sum(acc) - Vector256.Sum(macc);
     }
 
-    /// <summary>32 * sum_g sc_g * bsum_g: the offset of 32 in Q6_K's codes, from the 16-sums.</summary>
+    /// <summary>Q6_K's 16 int8 scales as int16, each half's 8 repeated in both 128-bit lanes.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static int Q6Offset(sbyte* sc, short* s16) =>
-        32 * Vector256.Sum(Avx2.MultiplyAddAdjacent(Avx2.ConvertToVector256Int16(Vector128.Load(sc)), Vector256.Load(s16)));
+    private static (Vector256<byte> H0, Vector256<byte> H1, Vector256<short> All) Q6Scales(sbyte* sc)
+    {
+        var all = Avx2.ConvertToVector256Int16(Vector128.Load(sc));
+        var h0 = Vector256.Create(all.GetLower(), all.GetLower()).AsByte();
+        var h1 = Vector256.Create(all.GetUpper(), all.GetUpper()).AsByte();
+        return (h0, h1, all);
+    }
 
     private static float DotQ6K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
-        Vector256<float> acc = default;
-        float offs = 0;
+        var b0 = Bcast2[0]; var b2 = Bcast2[2]; var b4 = Bcast2[4]; var b6 = Bcast2[6];
+        Vector256<float> acc = default, oacc = default;
         var low = Vector256.Create((byte)0x0F);
-        var three = Vector256.Create((byte)3);
+        var hb = Vector256.Create((byte)0x30);
         for (int b = 0; b < K / QK; b++)
         {
             byte* blk = w + b * Q6KBytes;
-            float d = Fp16.ToF32(*(ushort*)(blk + 208)) * xd[b];
-            sbyte* sc = (sbyte*)(blk + 192);
-            offs += d * Q6Offset(sc, xs + b * 16);
+            float d = Fp16.Table[*(ushort*)(blk + 208)] * xd[b];
+            var (h0, h1, all) = Q6Scales((sbyte*)(blk + 192));
+            // the offset of 32 in the codes: 32 * sum_g sc_g * bsum_g
+            oacc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Avx2.MultiplyAddAdjacent(all, Vector256.Load(xs + b * 16))), Vector256.Create(32f * d), oacc);
             sbyte* x = xq + b * QK;
             Vector256<int> ai = default;
             for (int h = 0; h < 2; h++)
             {
                 byte* ql = blk + 64 * h;
                 var qa = Vector256.Load(ql); var qb = Vector256.Load(ql + 32); var qh = Vector256.Load(blk + 128 + 32 * h);
-                var qhs = qh.AsUInt16();
-                var q1 = (qa & low) | (((qh & three).AsUInt16() << 4).AsByte());
-                var q2 = (qb & low) | ((((qhs >>> 2).AsByte() & three).AsUInt16() << 4).AsByte());
-                var q3 = ((qa.AsUInt16() >>> 4).AsByte() & low) | ((((qhs >>> 4).AsByte() & three).AsUInt16() << 4).AsByte());
-                var q4 = ((qb.AsUInt16() >>> 4).AsByte() & low) | ((((qhs >>> 6).AsByte() & three).AsUInt16() << 4).AsByte());
+                var q1 = (qa & low) | ((qh.AsUInt16() << 4).AsByte() & hb);
+                var q2 = (qb & low) | ((qh.AsUInt16() << 2).AsByte() & hb);
+                var q3 = ((qa.AsUInt16() >>> 4).AsByte() & low) | (qh & hb);
+                var q4 = ((qb.AsUInt16() >>> 4).AsByte() & low) | ((qh.AsUInt16() >>> 2).AsByte() & hb);
+                var sh = h == 0 ? h0 : h1;
                 sbyte* xh = x + 128 * h;
-                sbyte* s = sc + 8 * h;
-                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(xh)), Scales2(s[0], s[1]));
-                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(xh + 32)), Scales2(s[2], s[3]));
-                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(xh + 64)), Scales2(s[4], s[5]));
-                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(xh + 96)), Scales2(s[6], s[7]));
+                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q1, Vector256.Load(xh)), Avx2.Shuffle(sh, b0).AsInt16());
+                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q2, Vector256.Load(xh + 32)), Avx2.Shuffle(sh, b2).AsInt16());
+                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q3, Vector256.Load(xh + 64)), Avx2.Shuffle(sh, b4).AsInt16());
+                ai += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q4, Vector256.Load(xh + 96)), Avx2.Shuffle(sh, b6).AsInt16());
             }
             acc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(ai), Vector256.Create(d), acc);
         }
-        return Vector256.Sum(acc) - offs;
+        return Vector256.Sum(acc) - Vector256.Sum(oacc);
     }
-
-    /// <summary>Two 16-value groups' scales as the int16 multipliers of 8 + 8 pair sums.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Scales2(sbyte a, sbyte b) => Vector256.Create(Vector128.Create((short)a), Vector128.Create((short)b));
 
     private static float DotQ6K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
+        var b0 = Bcast2[0]; var b2 = Bcast2[2]; var b4 = Bcast2[4]; var b6 = Bcast2[6];
         Vector512<float> acc = default;
-        float offs = 0;
+        Vector256<float> oacc = default;
         var low = Vector512.Create((byte)0x0F);
+        var three4 = Vector256.Create((byte)0x30);
         for (int b = 0; b < K / QK; b++)
         {
             byte* blk = w + b * Q6KBytes;
-            float d = Fp16.ToF32(*(ushort*)(blk + 208)) * xd[b];
-            sbyte* sc = (sbyte*)(blk + 192);
-            offs += d * Q6Offset(sc, xs + b * 16);
+            float d = Fp16.Table[*(ushort*)(blk + 208)] * xd[b];
+            var (h0, h1, all) = Q6Scales((sbyte*)(blk + 192));
+            oacc = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(Avx2.MultiplyAddAdjacent(all, Vector256.Load(xs + b * 16))), Vector256.Create(32f * d), oacc);
             sbyte* x = xq + b * QK;
             Vector512<int> ai = default;
             for (int h = 0; h < 2; h++)
@@ -680,21 +727,19 @@ public static unsafe class KQuants
                 // ql[0..63] as one vector: low nibbles are q1 (bytes 0..31) and q2 (32..63), high nibbles q3 and q4.
                 var ql = Vector512.Load(blk + 64 * h);
                 var qh = Vector256.Load(blk + 128 + 32 * h);
-                var qhs = qh.AsUInt16();
-                // high bits for (q1 | q2) and (q3 | q4): bits 0-1 / 2-3 and 4-5 / 6-7 of qh, moved to bits 4-5.
-                var h12 = Vector512.Create((qh & Vector256.Create((byte)3)).AsUInt16() << 4, ((qhs >>> 2).AsByte() & Vector256.Create((byte)3)).AsUInt16() << 4).AsByte();
-                var h34 = Vector512.Create(((qhs >>> 4).AsByte() & Vector256.Create((byte)3)).AsUInt16() << 4, ((qhs >>> 6).AsByte() & Vector256.Create((byte)3)).AsUInt16() << 4).AsByte();
+                var h12 = Int8.Join((qh.AsUInt16() << 4).AsByte() & three4, (qh.AsUInt16() << 2).AsByte() & three4);
+                var h34 = Int8.Join(qh & three4, (qh.AsUInt16() >>> 2).AsByte() & three4);
                 var q12 = (ql & low) | h12;
                 var q34 = ((ql.AsUInt16() >>> 4).AsByte() & low) | h34;
+                var sh = h == 0 ? h0 : h1;
+                var s12 = Int8.Join(Avx2.Shuffle(sh, b0), Avx2.Shuffle(sh, b2)).AsInt16();
+                var s34 = Int8.Join(Avx2.Shuffle(sh, b4), Avx2.Shuffle(sh, b6)).AsInt16();
                 sbyte* xh = x + 128 * h;
-                sbyte* s = sc + 8 * h;
-                var s12 = Vector512.Create(Scales2(s[0], s[1]), Scales2(s[2], s[3]));
-                var s34 = Vector512.Create(Scales2(s[4], s[5]), Scales2(s[6], s[7]));
                 ai += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q12, Vector512.Load(xh)), s12);
                 ai += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(q34, Vector512.Load(xh + 64)), s34);
             }
             acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(ai), Vector512.Create(d), acc);
         }
-        return Vector512.Sum(acc) - offs;
+        return Vector512.Sum(acc) - Vector256.Sum(oacc);
     }
 }

@@ -102,7 +102,7 @@ public static unsafe class Q4_0
         for (; b + 2 <= nb; b += 2)
         {
             byte* b0 = w + b * BlockBytes, b1 = b0 + BlockBytes;
-            float s0 = Fp16.ToF32(*(ushort*)b0) * xd[b], s1 = Fp16.ToF32(*(ushort*)b1) * xd[b + 1];
+            float s0 = Fp16.Table[*(ushort*)b0] * xd[b], s1 = Fp16.Table[*(ushort*)b1] * xd[b + 1];
             var p0 = Int8.DotU8S8(Int8.Nibbles16(Vector128.Load(b0 + 2)), Vector256.Load(xq + b * Block), vnni);
             var p1 = Int8.DotU8S8(Int8.Nibbles16(Vector128.Load(b1 + 2)), Vector256.Load(xq + b * Block + Block), vnni);
             a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(p0), Vector256.Create(s0), a0);
@@ -112,7 +112,7 @@ public static unsafe class Q4_0
         for (; b < nb; b++)
         {
             byte* b0 = w + b * BlockBytes;
-            float s0 = Fp16.ToF32(*(ushort*)b0) * xd[b];
+            float s0 = Fp16.Table[*(ushort*)b0] * xd[b];
             var p0 = Int8.DotU8S8(Int8.Nibbles16(Vector128.Load(b0 + 2)), Vector256.Load(xq + b * Block), vnni);
             a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(p0), Vector256.Create(s0), a0);
             corr += s0 * xs[b];
@@ -129,17 +129,17 @@ public static unsafe class Q4_0
         for (; b + 2 <= nb; b += 2)
         {
             byte* b0 = w + b * BlockBytes, b1 = b0 + BlockBytes;
-            float s0 = Fp16.ToF32(*(ushort*)b0) * xd[b], s1 = Fp16.ToF32(*(ushort*)b1) * xd[b + 1];
-            var q = Vector512.Create(Int8.Nibbles16(Vector128.Load(b0 + 2)), Int8.Nibbles16(Vector128.Load(b1 + 2)));
+            float s0 = Fp16.Table[*(ushort*)b0] * xd[b], s1 = Fp16.Table[*(ushort*)b1] * xd[b + 1];
+            var q = Int8.Join(Int8.Nibbles16(Vector128.Load(b0 + 2)), Int8.Nibbles16(Vector128.Load(b1 + 2)));
             var p = Int8.DotU8S8(q, Vector512.Load(xq + b * Block));
-            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(p), Vector512.Create(Vector256.Create(s0), Vector256.Create(s1)), acc);
+            acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(p), Int8.Join(Vector256.Create(s0), Vector256.Create(s1)), acc);
             corr += s0 * xs[b] + s1 * xs[b + 1];
         }
         float sum = Vector512.Sum(acc);
         for (; b < nb; b++)
         {
             byte* b0 = w + b * BlockBytes;
-            float s0 = Fp16.ToF32(*(ushort*)b0) * xd[b];
+            float s0 = Fp16.Table[*(ushort*)b0] * xd[b];
             var p0 = Int8.DotU8S8(Int8.Nibbles16(Vector128.Load(b0 + 2)), Vector256.Load(xq + b * Block), false);
             sum += s0 * Vector256.Sum(p0);
             corr += s0 * xs[b];

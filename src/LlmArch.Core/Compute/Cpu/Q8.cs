@@ -172,14 +172,14 @@ public static unsafe class Q8
             byte* b0 = w + b * BlockBytes, b1 = b0 + BlockBytes;
             var d0 = Int8.DotS8S8(Vector256.Load((sbyte*)(b0 + 2)), Vector256.Load(xq + b * Block), vnni);
             var d1 = Int8.DotS8S8(Vector256.Load((sbyte*)(b1 + 2)), Vector256.Load(xq + b * Block + Block), vnni);
-            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(d0), Vector256.Create(Fp16.ToF32(*(ushort*)b0) * xd[b]), a0);
-            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(d1), Vector256.Create(Fp16.ToF32(*(ushort*)b1) * xd[b + 1]), a1);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(d0), Vector256.Create(Fp16.Table[*(ushort*)b0] * xd[b]), a0);
+            a1 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(d1), Vector256.Create(Fp16.Table[*(ushort*)b1] * xd[b + 1]), a1);
         }
         for (; b < nb; b++)
         {
             byte* b0 = w + b * BlockBytes;
             var d0 = Int8.DotS8S8(Vector256.Load((sbyte*)(b0 + 2)), Vector256.Load(xq + b * Block), vnni);
-            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(d0), Vector256.Create(Fp16.ToF32(*(ushort*)b0) * xd[b]), a0);
+            a0 = Vector256.FusedMultiplyAdd(Vector256.ConvertToSingle(d0), Vector256.Create(Fp16.Table[*(ushort*)b0] * xd[b]), a0);
         }
         return Vector256.Sum(a0 + a1);
     }
@@ -192,9 +192,9 @@ public static unsafe class Q8
         for (; b + 2 <= nb; b += 2)
         {
             byte* b0 = w + b * BlockBytes, b1 = b0 + BlockBytes;
-            var wv = Vector512.Create(Vector256.Load((sbyte*)(b0 + 2)), Vector256.Load((sbyte*)(b1 + 2)));
+            var wv = Int8.Join(Vector256.Load((sbyte*)(b0 + 2)), Vector256.Load((sbyte*)(b1 + 2)));
             var p = Int8.DotS8S8(wv, Vector512.Load(xq + b * Block));
-            var s = Vector512.Create(Vector256.Create(Fp16.ToF32(*(ushort*)b0) * xd[b]), Vector256.Create(Fp16.ToF32(*(ushort*)b1) * xd[b + 1]));
+            var s = Int8.Join(Vector256.Create(Fp16.Table[*(ushort*)b0] * xd[b]), Vector256.Create(Fp16.Table[*(ushort*)b1] * xd[b + 1]));
             acc = Vector512.FusedMultiplyAdd(Vector512.ConvertToSingle(p), s, acc);
         }
         float sum = Vector512.Sum(acc);
@@ -202,7 +202,7 @@ public static unsafe class Q8
         {
             byte* b0 = w + b * BlockBytes;
             var d0 = Int8.DotS8S8(Vector256.Load((sbyte*)(b0 + 2)), Vector256.Load(xq + b * Block), false);
-            sum += Fp16.ToF32(*(ushort*)b0) * xd[b] * Vector256.Sum(d0);
+            sum += Fp16.Table[*(ushort*)b0] * xd[b] * Vector256.Sum(d0);
         }
         return sum;
     }

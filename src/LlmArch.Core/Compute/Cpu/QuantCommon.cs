@@ -5,8 +5,20 @@ using System.Runtime.Intrinsics.X86;
 namespace LlmArch.Compute.Cpu;
 
 /// <summary>IEEE half precision to and from F32 without F16C (which .NET does not expose): integer bit tricks.</summary>
-public static class Fp16
+public static unsafe class Fp16
 {
+    private static readonly float[] TableArray = BuildTable();
+    /// <summary>All 65536 halves as F32 (256 KB, pinned): one load per block scale in the dot kernels; the few
+    /// exponents real scales use stay in L1.</summary>
+    public static readonly float* Table = (float*)Unsafe.AsPointer(ref TableArray[0]);
+
+    private static float[] BuildTable()
+    {
+        var t = GC.AllocateArray<float>(65536, pinned: true);
+        for (int h = 0; h < 65536; h++) t[h] = ToF32((ushort)h);
+        return t;
+    }
+
     /// <summary>Exact conversion of a half's bits to F32 (normals, subnormals, infinities, NaN).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float ToF32(ushort h)
@@ -135,6 +147,11 @@ internal static class Int8
         var sb = Vector512.ConditionalSelect(neg, Vector512<sbyte>.Zero - b, b);
         return DotU8S8(Avx512BW.Abs(a), sb);
     }
+
+    /// <summary>[lo | hi] as one 512-bit vector (vinserti64x4; the JIT's Vector512.Create of two halves spills in loops).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<T> Join<T>(Vector256<T> lo, Vector256<T> hi) where T : struct =>
+        Avx512F.InsertVector256(lo.AsInt32().ToVector512(), hi.AsInt32(), 1).As<int, T>();
 
     /// <summary>Horizontal sum of 8 int32 as one int.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
