@@ -114,8 +114,8 @@ public sealed unsafe class GgufFile : IDisposable
             if (Version is not (2 or 3)) throw Error($"GGUF version {Version} is not supported (supported: 2, 3)");
             ulong nTensors = r.U64("tensor_count"), nKv = r.U64("metadata_kv_count");
             // Every key/value needs at least 8 + 1 + 4 + 1 bytes and every tensor info at least 8 + 1 + 4 + 8 + 4 + 8.
-            if (nKv > (ulong)r.Remaining / 14) throw Error($"metadata_kv_count {nKv} cannot fit in the {r.Remaining} bytes left");
-            if (nTensors > (ulong)r.Remaining / 33) throw Error($"tensor_count {nTensors} cannot fit in the {r.Remaining} bytes left");
+            if (nKv > (ulong)r.Remaining / 14) throw Error($"metadata_kv_count {nKv} cannot fit in the {r.Remaining} bytes left (truncated file or lying count)");
+            if (nTensors > (ulong)r.Remaining / 33) throw Error($"tensor_count {nTensors} cannot fit in the {r.Remaining} bytes left (truncated file or lying count)");
 
             var meta = new Dictionary<string, object>(StringComparer.Ordinal);
             var types = new Dictionary<string, (uint, uint)>(StringComparer.Ordinal);
@@ -363,6 +363,7 @@ public sealed unsafe class GgufFile : IDisposable
                 if (nested) throw new CheckpointFormatException($"{path}: metadata key '{key}' nests arrays, which GGUF readers do not support");
                 uint et = U32($"element type of '{key}'");
                 element = et;
+                if (et == 9) throw new CheckpointFormatException($"{path}: metadata key '{key}' nests arrays, which GGUF readers do not support");
                 ulong n = U64($"length of '{key}'");
                 int es = et == 8 ? 8 : ScalarSize(et);
                 if (es == 0) throw new CheckpointFormatException($"{path}: metadata key '{key}' is an array of unknown value type {et}");

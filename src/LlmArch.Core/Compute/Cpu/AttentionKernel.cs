@@ -133,11 +133,13 @@ public static unsafe class AttentionKernel
         public float[] M = [], L = [], O = [];
         [ThreadStatic] private static float[]? _s;
 
-        public void Ensure(int items)
+        /// <summary>Partial-softmax buffers for <paramref name="items"/> (batch, chunk) pairs; sized for the whole cache
+        /// at once (<paramref name="maxItems"/>), so a growing context allocates nothing step after step.</summary>
+        public void Ensure(int items, int maxItems)
         {
             int rows = items * Rows;
-            if (M.Length < rows) { M = new float[rows * 2]; L = new float[rows * 2]; }
-            if (O.Length < (long)rows * G.Dv) O = new float[Math.Max((long)rows * G.Dv * 2, 16)];
+            if (M.Length < rows) { int cap = Math.Max(rows, maxItems * Rows); M = new float[cap]; L = new float[cap]; }
+            if (O.Length < (long)rows * G.Dv) O = new float[Math.Max(Math.Max(rows, maxItems * Rows) * (long)G.Dv, 16)];
         }
 
         public void Execute(int start, int end)
@@ -479,7 +481,7 @@ public static unsafe class AttentionKernel
         job.JMin = g.Lo(g.StartPos); job.JMax = g.StartPos + g.T - 1;
         job.Chunks = (job.JMax - job.JMin + Chunk) / Chunk;
         job.Rows = g.T * g.Hq;
-        job.Ensure(g.B * job.Chunks);
+        job.Ensure(g.B * job.Chunks, g.B * Math.Max(job.Chunks, (g.Cap + Chunk - 1) / Chunk + 1));
         pool.Run(job, g.B * job.Chunks);
         job.Merge();
     }
