@@ -14,15 +14,15 @@ public static unsafe class WeightTransforms
         int inDim = t.Shape[0], outDim = t.Shape[1];
         if (rowStart < 0 || rows < 0 || rowStart + rows > outDim) throw new ArgumentException($"rows [{rowStart}, {rowStart + rows}) of the transpose of {t.Shape}");
         if (t.Ptr == 0) return new Tensor(t.DType, new Shape(rows, inDim), 0, null, t.Name);
-        int es = DTypes.ElementSize(t.DType);
-        if (t.DType == DType.Q8_0)
+        if (DTypes.IsGgmlBlock(t.DType))
         {
-            // Load-time Q8_0 of a [in, out] layout (GPT-2's Conv1D): transpose the dequantized values, quantize again by rows.
+            // Load-time quantization of a [in, out] layout (GPT-2's Conv1D): transpose the dequantized values, quantize again by rows.
             var f = Tensor.FromFloats(t.ToFloatArray(), t.Shape, t.Name);
             var tr = TransposeRows(f, rowStart, rows);
-            return inDim % Compute.Cpu.Q8.Block == 0 ? Compute.Cpu.Q8.Quantize(tr) : tr;
+            return inDim % DTypes.BlockElements(t.DType) == 0 ? Compute.Cpu.WeightQuantizer.Quantize(tr, t.DType) : tr;
         }
         if (DTypes.IsQuantized(t.DType)) throw new CheckpointFormatException($"tensor '{t.Name}': cannot transpose a {t.DType} tensor");
+        int es = DTypes.ElementSize(t.DType);
         var r = Tensor.Zeros(t.DType, new Shape(rows, inDim), t.Name);
         byte* src = (byte*)t.Ptr, dst = (byte*)r.Ptr;
         for (int o = 0; o < rows; o++)
