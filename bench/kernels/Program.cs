@@ -6,6 +6,32 @@ using LlmArch.Compute;
 using LlmArch.Compute.Cpu;
 using LlmArch.Generation;
 
+if (args.FirstOrDefault() == "check")
+{
+    // every 2-D tensor of a GGUF file: one token through each path against the quantized scalar reference
+    using var f = new LlmArch.Checkpoints.GgufFile(args[1]);
+    using var p1 = new CpuThreadPool(1);
+    var r1 = new Random(3);
+    foreach (var name in f.TensorOrder.Take(int.Parse(args.ElementAtOrDefault(2) ?? "1000")))
+    {
+        var w = f.Get(name);
+        if (w.Shape.Rank != 2) continue;
+        int O = w.Shape[0], K = w.Shape[1];
+        var x = new float[K]; for (int i = 0; i < K; i++) x[i] = (float)r1.NextDouble() - 0.5f;
+        var want = new float[O];
+        unsafe { fixed (float* xp = x, wp = want) MatMul.QuantizedReference(xp, 1, K, w, null, wp); }
+        foreach (var i in CpuIsa.Testable())
+        {
+            var got = new float[O];
+            unsafe { fixed (float* xp = x, gp = got) MatMul.Run(p1, xp, 1, K, w, null, gp, i); }
+            double worst = 0; int at = -1;
+            for (int o = 0; o < O; o++) { double d = Math.Abs(got[o] - want[o]) / (Math.Abs(want[o]) + 1e-3); if (d > worst) { worst = d; at = o; } }
+            if (worst > 1e-3) Console.WriteLine($"{name} {w.DType} [{O}x{K}] {CpuIsa.Name(i)}: worst rel diff {worst:E2} at row {at} ({got[at]} vs {want[at]})");
+        }
+    }
+    Console.WriteLine("checked");
+    return;
+}
 var isas = args.TakeWhile(a => !a.StartsWith("--")).Select(a => Enum.Parse<Isa>(a, true)).DefaultIfEmpty(CpuIsa.Current).ToList();
 string only = args.SkipWhile(a => a != "--only").Skip(1).FirstOrDefault() ?? "all";
 using var pool = new CpuThreadPool(1);

@@ -81,6 +81,7 @@ public static unsafe class AttentionKernel
         public Geo G = null!;
         [ThreadStatic] private static float[]? _scores;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             var g = G;
@@ -142,6 +143,7 @@ public static unsafe class AttentionKernel
             if (O.Length < (long)rows * G.Dv) O = new float[Math.Max(Math.Max(rows, maxItems * Rows) * (long)G.Dv, 16)];
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             var g = G;
@@ -196,6 +198,7 @@ public static unsafe class AttentionKernel
         }
 
         /// <summary>Combines the chunks' partial softmaxes row by row (and the sinks) into the output.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Merge()
         {
             var g = G;
@@ -229,6 +232,7 @@ public static unsafe class AttentionKernel
     {
         public Geo G = null!; public float* Kt; public int KLo, N, NS;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             var g = G;
@@ -252,6 +256,7 @@ public static unsafe class AttentionKernel
         public Geo G = null!; public float* Kt; public int KLo, NS, QB, QBlocks;
         [ThreadStatic] private static float[]? _s;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             var g = G;
@@ -285,6 +290,7 @@ public static unsafe class AttentionKernel
         }
 
         /// <summary>S[r][j] = q_r · k_j (raw dots) for j in [0, n), 4 rows x 2 vectors of keys per register tile.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Scores(float** qp, int R, float* kt, int n, float* S)
         {
             var g = G;
@@ -348,6 +354,7 @@ public static unsafe class AttentionKernel
         }
 
         /// <summary>Softmax numerators of one row over its valid columns [lo, hi] (zero elsewhere); returns 1 / denominator.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private float Softmax(float* s, int n, int lo, int hi, float temp, int h)
         {
             var g = G;
@@ -365,6 +372,7 @@ public static unsafe class AttentionKernel
         }
 
         /// <summary>out_r = inv_r * sum_j P[r][j] v_j: 4 rows x 2 vectors of the value dimension per register tile.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Values(int b, int kh, int t0, int R, int jlo, int n, float* S, float* inv, int* lo, int* hi)
         {
             var g = G;

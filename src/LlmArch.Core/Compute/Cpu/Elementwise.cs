@@ -29,6 +29,7 @@ public static unsafe class Elementwise
     public static void RmsNorm(float* x, float* w, float* y, int rows, int dim, float eps, float offset) =>
         RmsNorm(x, w, y, rows, dim, eps, offset, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void RmsNorm(float* x, float* w, float* y, int rows, int dim, float eps, float offset, Isa isa)
     {
         for (int r = 0; r < rows; r++)
@@ -63,6 +64,7 @@ public static unsafe class Elementwise
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float SumSquares(float* x, int n) => SumSquares(x, n, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float SumSquares(float* x, int n, Isa isa)
     {
         int i = 0; float s = 0;
@@ -112,6 +114,7 @@ public static unsafe class Elementwise
     public static void LayerNorm(float* x, float* w, float* b, float* y, int rows, int dim, float eps) =>
         LayerNorm(x, w, b, y, rows, dim, eps, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void LayerNorm(float* x, float* w, float* b, float* y, int rows, int dim, float eps, Isa isa)
     {
         for (int r = 0; r < rows; r++)
@@ -220,6 +223,7 @@ public static unsafe class Elementwise
 
     public static void Activate(float* x, float* y, long n, Activation a) => Activate(x, y, n, a, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Activate(float* x, float* y, long n, Activation a, Isa isa)
     {
         long i = 0;
@@ -276,6 +280,7 @@ public static unsafe class Elementwise
 
     public static void Gated(float* gate, float* up, float* y, long n, Activation a) => Gated(gate, up, y, n, a, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Gated(float* gate, float* up, float* y, long n, Activation a, Isa isa)
     {
         long i = 0;
@@ -291,6 +296,7 @@ public static unsafe class Elementwise
 
     public static void Add(float* a, float* b, float* y, long n) => Add(a, b, y, n, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Add(float* a, float* b, float* y, long n, Isa isa)
     {
         long i = 0;
@@ -301,6 +307,7 @@ public static unsafe class Elementwise
 
     public static void Mul(float* a, float* b, float* y, long n) => Mul(a, b, y, n, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Mul(float* a, float* b, float* y, long n, Isa isa)
     {
         long i = 0;
@@ -312,6 +319,7 @@ public static unsafe class Elementwise
     /// <summary>y = a * s + b * t (scaled residual adds, weighted sums).</summary>
     public static void Axpby(float* a, float s, float* b, float t, float* y, long n) => Axpby(a, s, b, t, y, n, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Axpby(float* a, float s, float* b, float t, float* y, long n, Isa isa)
     {
         long i = 0;
@@ -330,6 +338,7 @@ public static unsafe class Elementwise
 
     public static void Scale(float* x, float s, float* y, long n) => Scale(x, s, y, n, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Scale(float* x, float s, float* y, long n, Isa isa)
     {
         long i = 0;
@@ -347,6 +356,7 @@ public static unsafe class Elementwise
     }
 
     /// <summary>Largest of n values (NaN if any is NaN, -inf for n = 0).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Max(float* x, int n, Isa isa)
     {
         int i = 0; float m = float.NegativeInfinity;
@@ -364,6 +374,7 @@ public static unsafe class Elementwise
     }
 
     /// <summary>x[i] = exp(x[i] - m) in place; returns their sum (the softmax numerators and denominator).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float ExpSub(float* x, int n, float m, Isa isa)
     {
         int i = 0; float s = 0;

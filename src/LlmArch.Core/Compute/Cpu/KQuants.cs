@@ -274,6 +274,7 @@ public static unsafe class KQuants
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantQ4K(byte* blk, float* y)
     {
         float d = Fp16.ToF32(((ushort*)blk)[0]), dmin = Fp16.ToF32(((ushort*)blk)[1]);
@@ -303,6 +304,7 @@ public static unsafe class KQuants
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantQ5K(byte* blk, float* y)
     {
         float d = Fp16.ToF32(((ushort*)blk)[0]), dmin = Fp16.ToF32(((ushort*)blk)[1]);
@@ -321,6 +323,7 @@ public static unsafe class KQuants
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void DequantQ6K(byte* blk, float* y)
     {
         float d = Fp16.ToF32(*(ushort*)(blk + 208));
@@ -347,6 +350,7 @@ public static unsafe class KQuants
     /// llama.cpp's q8_K: per 256 values d = m / -127 where m is the value of largest magnitude, q = round(x * -127 / m)
     /// (at most 127), and the sum of each 16 values' codes.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void QuantizeActivations(float* x, int n, sbyte* q, float* d, short* sums, Isa isa)
     {
         for (int b = 0; b < n / QK; b++)
@@ -522,6 +526,7 @@ public static unsafe class KQuants
         return Avx2.MultiplyAddAdjacent(Vector256.Load(s16), pairs);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var bc = Bcast;
@@ -561,13 +566,17 @@ public static unsafe class KQuants
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<int> Q4KChunk(byte* q, sbyte* x, int c, Vector512<byte> low, Vector512<ushort> shift, Vector512<short> scales)
     {
-        // the 32 bytes of this chunk in both halves, the upper half shifted by 4: [low nibbles | high nibbles]
-        var both = Avx512F.BroadcastVector256ToVector512((ulong*)(q + 32 * c)).AsUInt16();
+        // the 32 bytes of this chunk in both halves, the upper half shifted by 4: [low nibbles | high nibbles].
+        // (Not Avx512F.BroadcastVector256ToVector512 from memory: .NET 10's JIT scales its displacement wrongly, so
+        // q + 32 reads q + 64; found by bench/kernels check, reproduced in isolation.)
+        var qv = Vector256.Load(q + 32 * c);
+        var both = Int8.Join(qv, qv).AsUInt16();
         var q64 = Avx512BW.ShiftRightLogicalVariable(both, shift).AsByte() & low;
         var p = Avx512BW.MultiplyAddAdjacent(q64, Vector512.Load(x + 64 * c));
         return Avx512BW.MultiplyAddAdjacent(p, scales);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ4K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var p0 = Bcast512[0]; var p1 = Bcast512[1]; var p2 = Bcast512[2]; var p3 = Bcast512[3];
@@ -593,6 +602,7 @@ public static unsafe class KQuants
         return Vector512.Sum(acc) - Vector256.Sum(macc);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ5K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var bc = Bcast;
@@ -636,6 +646,7 @@ public static unsafe class KQuants
         return Avx512BW.MultiplyAddAdjacent(p, Int8.Join(Avx2.Shuffle(sc2, pa), Avx2.Shuffle(sc2, pb)).AsInt16());
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ5K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var p0 = Bcast[0]; var p1 = Bcast[1]; var p2 = Bcast[2]; var p3 = Bcast[3];
@@ -672,6 +683,7 @@ public static unsafe class KQuants
         return (h0, h1, all);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ6K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var b0 = Bcast2[0]; var b2 = Bcast2[2]; var b4 = Bcast2[4]; var b6 = Bcast2[6];
@@ -707,6 +719,7 @@ public static unsafe class KQuants
         return Vector256.Sum(acc) - Vector256.Sum(oacc);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotQ6K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var b0 = Bcast2[0]; var b2 = Bcast2[2]; var b4 = Bcast2[4]; var b6 = Bcast2[6];

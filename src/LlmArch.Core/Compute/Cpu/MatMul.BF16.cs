@@ -23,6 +23,7 @@ public static unsafe partial class MatMul
         }
 
         // Four rows at a time: four independent FMA chains, and the next four rows prefetched.
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Rows512(int r0, int r1)
         {
             long stride = (long)K * 2;
@@ -65,6 +66,7 @@ public static unsafe partial class MatMul
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Rows256(int r0, int r1)
         {
             long stride = (long)K * 2;
@@ -165,6 +167,7 @@ public static unsafe partial class MatMul
     }
 
     /// <summary>Per 32-block: the 16 even-indexed values, then the 16 odd-indexed ones (count a multiple of 32).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SplitEvenOdd512(float* x, float* xs, long count)
     {
         var evenIdx = Vector512.Create(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
@@ -178,6 +181,7 @@ public static unsafe partial class MatMul
     }
 
     /// <summary>Per 16-block: the 8 even-indexed values, then the 8 odd-indexed ones (count a multiple of 16).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void SplitEvenOdd256(float* x, float* xs, long count)
     {
         var perm = Vector256.Create(0, 1, 4, 5, 2, 3, 6, 7);

@@ -23,6 +23,7 @@ public static unsafe partial class MatMul
     {
         public float* X, A; public int N, K, MR;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             for (int t = start; t < end; t++)
@@ -44,6 +45,7 @@ public static unsafe partial class MatMul
         public float* A, Bias, Y; public int N, K, O, MR, NR, Tiles; public Tensor W = null!; public Isa Isa;
         [ThreadStatic] private static float[]? _panel, _rows, _c;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             int npad = Tiles * MR;
@@ -73,6 +75,7 @@ public static unsafe partial class MatMul
         }
 
         /// <summary>Weight rows o0..o0+nr, columns kb..kb+kc, as F32 in k-major order [kc][NR] (rows past nr are 0).</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void PackB(int o0, int nr, int kb, int kc, float* tmp, float* bp)
         {
             for (int r = 0; r < NR; r++)
@@ -89,6 +92,7 @@ public static unsafe partial class MatMul
                 for (int r = 0; r < NR; r++) bp[(long)k * NR + r] = tmp[(long)r * kc + k];
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void StoreC(float* c, int o0, int nr)
         {
             for (int n = 0; n < N; n++)
@@ -117,6 +121,7 @@ public static unsafe partial class MatMul
     }
 
     /// <summary>C[12, 32] (+)= A[12, kc] * B[kc, 32]; A k-major [kc][12], B k-major [kc][32], C row stride 32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel12x32(float* a, float* b, int kc, float* c, bool load)
     {
         Vector512<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;
@@ -161,6 +166,7 @@ public static unsafe partial class MatMul
 
     /// <summary>C[6, 16] (+)= A[6, kc] * B[kc, 16]; A k-major [kc][6], B k-major [kc][16], C row stride 16.
     /// 12 accumulators + 2 weight vectors + 1 broadcast: fits the 16 registers of AVX2.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Kernel6x16(float* a, float* b, int kc, float* c, bool load)
     {
         Vector256<float> c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics.X86;
 
 namespace LlmArch.Compute.Cpu;
@@ -14,6 +15,7 @@ public static unsafe partial class MatMul
         public QuantizedActivations A = null!; public byte* W; public long RowBytes; public DType T;
         public float* Bias, Y; public int N, K, O; public Isa Isa;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             int r0 = start * RowBlock, r1 = Math.Min(O, end * RowBlock);

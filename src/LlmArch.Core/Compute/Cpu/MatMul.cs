@@ -116,6 +116,7 @@ public static unsafe partial class MatMul
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Dequantized(int r0, int r1)
         {
             var buf = _rowBuf is { } b && b.Length >= K ? b : (_rowBuf = new float[K]);
@@ -130,6 +131,7 @@ public static unsafe partial class MatMul
             }
         }
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Rows<TL>(byte* wp, int r0, int r1) where TL : IRowLoader
         {
             long stride = (long)K * TL.ElementSize;

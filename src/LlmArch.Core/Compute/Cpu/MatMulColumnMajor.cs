@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace LlmArch.Compute.Cpu;
@@ -36,6 +37,7 @@ public static unsafe class MatMulColumnMajor
         public float* X, Bias, Y; public int N, K, O; public Tensor W = null!; public Isa Isa;
         [ThreadStatic] private static float[]? _rowBuf;
 
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
             int c0 = start * ColBlock, c1 = Math.Min(O, end * ColBlock);
@@ -73,6 +75,7 @@ public static unsafe class MatMulColumnMajor
         }
 
         /// <summary>The AVX2 twin of the 512-bit loop: 8 columns per vector, four tokens per weight load.</summary>
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         private void Run256(int c0, int c1, bool bf16)
         {
             for (int n = 0; n < N; n += 4)

@@ -38,6 +38,7 @@ public static unsafe class Q4_0
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void DequantizeRow(byte* row, int col, int n, float* dst)
     {
         int i = 0;
@@ -93,6 +94,7 @@ public static unsafe class Q4_0
         return DotReference(w, xq, xd, xs, K);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot256(byte* w, sbyte* xq, float* xd, short* xs, int K, bool vnni)
     {
         int nb = K / Block;
@@ -120,6 +122,7 @@ public static unsafe class Q4_0
         return Vector256.Sum(a0 + a1) - 8f * corr;
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         int nb = K / Block;

@@ -72,6 +72,7 @@ public static unsafe class Q8
     }
 
     /// <summary>Dequantizes blocks covering columns [col, col + n) of one row (col, n need not be block aligned).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void DequantizeRow(byte* row, int col, int n, float* dst)
     {
         int i = 0;
@@ -99,6 +100,7 @@ public static unsafe class Q8
     /// Activations to 32-blocks as llama.cpp's quantize_row_q8_0 does for a matmul: d = max|x| / 127 stored through
     /// f16, q = round-to-even(x * 127 / max|x|); also each block's sum of q (for Q4_0's offset of 8).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void QuantizeActivations(float* x, int n, sbyte* q, float* d, short* sums, Isa isa)
     {
         for (int b = 0; b < n / Block; b++)
@@ -162,6 +164,7 @@ public static unsafe class Q8
         return DotReference(w, xq, xd, K);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot256(byte* w, sbyte* xq, float* xd, int K, bool vnni)
     {
         int nb = K / Block;
@@ -184,6 +187,7 @@ public static unsafe class Q8
         return Vector256.Sum(a0 + a1);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Dot512(byte* w, sbyte* xq, float* xd, int K)
     {
         int nb = K / Block;

@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace LlmArch.Compute.Cpu;
@@ -13,6 +14,7 @@ public static unsafe class RopeKernel
     public static void Apply(float* x, int B, int T, int H, int D, int startPos, float* cos, float* sin, int rotaryDim, bool interleaved) =>
         Apply(x, B, T, H, D, startPos, cos, sin, rotaryDim, interleaved, CpuIsa.Current);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Apply(float* x, int B, int T, int H, int D, int startPos, float* cos, float* sin, int rotaryDim, bool interleaved, Isa isa)
     {
         int half = rotaryDim / 2;
