@@ -64,6 +64,15 @@ foreach (var isa in isas)
             double hot = Time(() => { unsafe { fixed (float* xp = x, yp = y) MatMul.Run(pool, xp, 1, K, ws[0], null, yp, isa); } }, 30);
             Console.WriteLine($"gemv {dt,-5} [{O}x{K}]: cold {bytes / best / 1e9,6:F1} GB/s, in cache {bytes / hot / 1e9,6:F1} GB/s ({O * (double)K / hot / 1e9:F1} Gweights/s)");
         }
+    if (only is "all" or "acts")
+        foreach (int block in new[] { 32, 256 })
+        {
+            int K = 1024;
+            var x = new float[K]; for (int i = 0; i < K; i++) x[i] = (float)rng.NextDouble() - 0.5f;
+            var qa = new QuantizedActivations();
+            double best = Time(() => { unsafe { fixed (float* xp = x) qa.Quantize(xp, 1, K, block, isa); } }, 200);
+            Console.WriteLine($"quantize activations, {block}-blocks, K={K}: {best * 1e9:F0} ns ({K / best / 1e9:F2} values/ns)");
+        }
     if (only is "all" or "attn")
     {
         int Hq = 16, Hkv = 8, D = 128;

@@ -527,7 +527,7 @@ public static unsafe class KQuants
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ4K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float DotQ4K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var bc = Bcast;
         Vector256<float> acc = default, macc = default;
@@ -577,7 +577,7 @@ public static unsafe class KQuants
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ4K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float DotQ4K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var p0 = Bcast512[0]; var p1 = Bcast512[1]; var p2 = Bcast512[2]; var p3 = Bcast512[3];
         var shift = NibbleShift;
@@ -603,7 +603,7 @@ public static unsafe class KQuants
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ5K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float DotQ5K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var bc = Bcast;
         Vector256<float> acc = default, macc = default;
@@ -647,7 +647,7 @@ public static unsafe class KQuants
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ5K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float DotQ5K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var p0 = Bcast[0]; var p1 = Bcast[1]; var p2 = Bcast[2]; var p3 = Bcast[3];
         var p4 = Bcast[4]; var p5 = Bcast[5]; var p6 = Bcast[6]; var p7 = Bcast[7];
@@ -684,7 +684,7 @@ public static unsafe class KQuants
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ6K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float DotQ6K256(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var b0 = Bcast2[0]; var b2 = Bcast2[2]; var b4 = Bcast2[4]; var b6 = Bcast2[6];
         Vector256<float> acc = default, oacc = default;
@@ -720,7 +720,7 @@ public static unsafe class KQuants
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float DotQ6K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float DotQ6K512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         var b0 = Bcast2[0]; var b2 = Bcast2[2]; var b4 = Bcast2[4]; var b6 = Bcast2[6];
         Vector512<float> acc = default;

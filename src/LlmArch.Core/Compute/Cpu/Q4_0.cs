@@ -86,6 +86,9 @@ public static unsafe class Q4_0
         return sum;
     }
 
+    internal static float Dot256Vnni(byte* w, sbyte* xq, float* xd, short* xs, int K) => Dot256(w, xq, xd, xs, K, true);
+    internal static float Dot256Plain(byte* w, sbyte* xq, float* xd, short* xs, int K) => Dot256(w, xq, xd, xs, K, false);
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(byte* w, sbyte* xq, float* xd, short* xs, int K, Isa isa)
     {
@@ -123,7 +126,7 @@ public static unsafe class Q4_0
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static float Dot512(byte* w, sbyte* xq, float* xd, short* xs, int K)
+    internal static float Dot512(byte* w, sbyte* xq, float* xd, short* xs, int K)
     {
         int nb = K / Block;
         Vector512<float> acc = default;

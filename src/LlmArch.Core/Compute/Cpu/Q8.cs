@@ -155,6 +155,12 @@ public static unsafe class Q8
         return sum;
     }
 
+    // Uniform signatures (the activation sums are unused by Q8_0) for MatMul's per-type function pointers.
+    internal static float Dot512U(byte* w, sbyte* xq, float* xd, short* xs, int K) => Dot512(w, xq, xd, K);
+    internal static float Dot256VnniU(byte* w, sbyte* xq, float* xd, short* xs, int K) => Dot256(w, xq, xd, K, true);
+    internal static float Dot256U(byte* w, sbyte* xq, float* xd, short* xs, int K) => Dot256(w, xq, xd, K, false);
+    internal static float DotReferenceU(byte* w, sbyte* xq, float* xd, short* xs, int K) => DotReference(w, xq, xd, K);
+
     /// <summary>One row of Q8_0 weights times one quantized activation row, on the given path.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Dot(byte* w, sbyte* xq, float* xd, int K, Isa isa)
