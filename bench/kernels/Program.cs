@@ -64,13 +64,26 @@ foreach (var isa in isas)
             double hot = Time(() => { unsafe { fixed (float* xp = x, yp = y) MatMul.Run(pool, xp, 1, K, ws[0], null, yp, isa); } }, 30);
             Console.WriteLine($"gemv {dt,-5} [{O}x{K}]: cold {bytes / best / 1e9,6:F1} GB/s, in cache {bytes / hot / 1e9,6:F1} GB/s ({O * (double)K / hot / 1e9:F1} Gweights/s)");
         }
+    if (only is "crossover")
+        foreach (var dt in new[] { DType.BF16, DType.Q8_0, DType.Q4_K, DType.Q4_0 })
+        {
+            int O = 3072, K = 1024;
+            var w = KernelBench.RandomWeight(dt, O, K, rng);
+            foreach (int N in new[] { 2, 4, 6, 8, 12, 16, 24, 32 })
+            {
+                var x = new float[(long)N * K]; var y = new float[(long)N * O];
+                for (int i = 0; i < x.Length; i++) x[i] = (float)rng.NextDouble() - 0.5f;
+                double t = Time(() => { unsafe { fixed (float* xp = x, yp = y) MatMul.Run(pool, xp, N, K, w, null, yp, isa); } }, 10);
+                Console.WriteLine($"{dt,-5} N={N,3}: {t / N * 1e6,8:F1} us/token ({(N >= MatMul.GemmMinTokens(dt) ? "gemm" : "gemv")})");
+            }
+        }
     if (only is "all" or "acts")
         foreach (int block in new[] { 32, 256 })
         {
             int K = 1024;
             var x = new float[K]; for (int i = 0; i < K; i++) x[i] = (float)rng.NextDouble() - 0.5f;
             var qa = new QuantizedActivations();
-            double best = Time(() => { unsafe { fixed (float* xp = x) qa.Quantize(xp, 1, K, block, isa); } }, 200);
+            double best = Time(() => { unsafe { fixed (float* xp = x) for (int r = 0; r < 100; r++) qa.Quantize(xp, 1, K, block, isa); } }, 20) / 100;
             Console.WriteLine($"quantize activations, {block}-blocks, K={K}: {best * 1e9:F0} ns ({K / best / 1e9:F2} values/ns)");
         }
     if (only is "all" or "attn")

@@ -358,7 +358,23 @@ public static unsafe class KQuants
             float* v = x + b * QK;
             sbyte* qb = q + b * QK;
             float amax = 0, max = 0;
-            for (int i = 0; i < QK; i++) { float a = MathF.Abs(v[i]); if (a > amax || float.IsNaN(a)) { amax = a; max = v[i]; } }
+            if (isa >= Isa.Avx2)
+            {
+                // max |v| and whether any value is NaN; the value of largest magnitude is +amax or -amax (ties between the
+                // two give codes and scale both negated: the same products).
+                Vector256<float> hi = Vector256.Create(float.NegativeInfinity), lo = Vector256.Create(float.PositiveInfinity), nan = default;
+                for (int i = 0; i < QK; i += 8)
+                {
+                    var t = Vector256.Load(v + i);
+                    hi = Vector256.Max(hi, t); lo = Vector256.Min(lo, t);
+                    nan |= ~Vector256.Equals(t, t);
+                }
+                float mh = MaxOf(hi), ml = -MaxOf(-lo);
+                if (nan != Vector256<float>.Zero) { amax = float.NaN; max = float.NaN; }
+                else { amax = MathF.Max(mh, -ml); max = mh >= -ml ? mh : ml; }
+            }
+            else
+                for (int i = 0; i < QK; i++) { float a = MathF.Abs(v[i]); if (a > amax || float.IsNaN(a)) { amax = a; max = v[i]; } }
             if (amax == 0)
             {
                 d[b] = 0;
@@ -368,11 +384,10 @@ public static unsafe class KQuants
             }
             float iscale = -127f / max;
             d[b] = 1 / iscale;
-            int i0 = 0;
             if (isa >= Isa.Avx2)
             {
                 var vs = Vector256.Create(iscale);
-                for (; i0 < QK; i0 += 32)
+                for (int i0 = 0; i0 < QK; i0 += 32)
                 {
                     var a0 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(v + i0) * vs));
                     var a1 = Vector256.ConvertToInt32(Vector256.Round(Vector256.Load(v + i0 + 8) * vs));
@@ -382,16 +397,34 @@ public static unsafe class KQuants
                     b8 = Avx2.PermuteVar8x32(b8.AsInt32(), Vector256.Create(0, 4, 1, 5, 2, 6, 3, 7)).AsSByte();
                     b8 = Vector256.Min(b8, Vector256.Create((sbyte)127));
                     b8.Store(qb + i0);
+                    // sums of each 16: pairs by vpmaddubsw with ones, then 8 pairs summed by vpmaddwd, then within lanes
+                    var s16 = Avx2.MultiplyAddAdjacent(Vector256<byte>.One, b8);           // 16 x (2 values)
+                    var s32 = Avx2.MultiplyAddAdjacent(s16, Vector256<short>.One);          // 8 x (4 values)
+                    var s64 = Avx2.HorizontalAdd(s32, s32);                                 // [s0+s1, s2+s3, ..] per lane
+                    var s128 = Avx2.HorizontalAdd(s64, s64);                                // per lane: [16-sum, 16-sum ...]
+                    sums[b * 16 + i0 / 16] = (short)s128.GetElement(0);
+                    sums[b * 16 + i0 / 16 + 1] = (short)s128.GetElement(4);
                 }
             }
-            for (; i0 < QK; i0++) qb[i0] = (sbyte)Math.Min(127, Nearest(iscale * v[i0]));
-            for (int g = 0; g < 16; g++)
+            else
             {
-                int s = 0;
-                for (int i = 0; i < 16; i++) s += qb[16 * g + i];
-                sums[b * 16 + g] = (short)s;
+                for (int i0 = 0; i0 < QK; i0++) qb[i0] = (sbyte)Math.Min(127, Nearest(iscale * v[i0]));
+                for (int g = 0; g < 16; g++)
+                {
+                    int s = 0;
+                    for (int i = 0; i < 16; i++) s += qb[16 * g + i];
+                    sums[b * 16 + g] = (short)s;
+                }
             }
         }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float MaxOf(Vector256<float> v)
+    {
+        var m = Vector128.Max(v.GetLower(), v.GetUpper());
+        m = Vector128.Max(m, Vector128.Shuffle(m, Vector128.Create(2, 3, 0, 1)));
+        return MathF.Max(m[0], m[1]);
     }
 
     // ---------------- dot products ----------------

@@ -33,7 +33,7 @@ public static unsafe partial class MatMul
                 for (int o = r0; o < r1; o++)
                 {
                     byte* row = W + o * rb;
-                    if (n == 0 && row + Ahead + rb <= stop)
+                    if (Pf && n == 0 && row + Ahead + rb <= stop)
                         for (long b = 0; b < rb; b += 64) Sse.Prefetch0(row + Ahead + b);
                     y[o] = dot(row, xq, xd, xs, K) + (Bias is null ? 0f : Bias[o]);
                 }
@@ -52,6 +52,7 @@ public static unsafe partial class MatMul
         _ => throw new ArgumentException($"{t} has no integer dot kernel"),
     };
 
+    private static readonly bool Pf = Environment.GetEnvironmentVariable("LLMARCH_PF") != "0";
     [ThreadStatic] private static QuantJob? _quantJob;
 
     private static void RunQuant(CpuThreadPool pool, float* x, int N, int K, Tensor w, float* bias, float* y, Isa isa)

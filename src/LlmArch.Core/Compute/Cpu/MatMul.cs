@@ -95,8 +95,19 @@ public static unsafe partial class MatMul
                 y[(long)n * O + o] = QuantDot(w.DType, (byte*)w.Ptr + o * rowBytes, acts, n, K, Isa.Scalar) + (bias is null ? 0f : bias[o]);
     }
 
-    /// <summary>Token count from which the packed GEMM takes over from the matrix-vector kernels.</summary>
-    public static int GemmMinTokens(DType t) => DTypes.IsGgmlBlock(t) ? 6 : 4;
+    /// <summary>
+    /// Token count from which the packed GEMM takes over from the matrix-vector kernels (which read each weight row
+    /// once per token from L1, and for block types do integer dots): measured crossovers, see bench/kernels
+    /// <c>--only crossover</c>. <c>LLMARCH_GEMM_MIN</c> overrides it (tuning).
+    /// </summary>
+    public static int GemmMinTokens(DType t) => GemmMinOverride > 0 ? GemmMinOverride : t switch
+    {
+        DType.Q8_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K => 20, // fast integer dots, costly panel decoding
+        _ => 10,
+    };
+
+    private static readonly int GemmMinOverride =
+        int.TryParse(Environment.GetEnvironmentVariable("LLMARCH_GEMM_MIN"), out int v) && v > 0 ? v : 0;
 
     private sealed class Job : IParallelWork
     {

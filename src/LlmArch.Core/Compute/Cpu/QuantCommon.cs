@@ -35,7 +35,20 @@ public static unsafe class Fp16
     public static ushort FromF32(float f) => BitConverter.HalfToUInt16Bits((Half)f);
 
     /// <summary>F32 rounded through half precision (what a stored f16 scale reads back as).</summary>
-    public static float Round(float f) => ToF32(FromF32(f));
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Round(float f)
+    {
+        // In half's normal range, rounding to 10 mantissa bits (nearest, ties to even) is integer arithmetic on the
+        // F32 bits; outside it (subnormal halves, overflow, NaN) take the exact conversion.
+        uint u = BitConverter.SingleToUInt32Bits(f), a = u & 0x7FFFFFFF;
+        if (a - 0x38800000u < 0x47800000u - 0x38800000u)
+        {
+            u += 0x0FFF + ((u >> 13) & 1);
+            u &= 0xFFFFE000;
+            if ((u & 0x7FFFFFFF) < 0x477FF000u) return BitConverter.UInt32BitsToSingle(u);
+        }
+        return ToF32(FromF32(f));
+    }
 
     /// <summary>Eight halves to F32 in a 256-bit vector (AVX2), same results as <see cref="ToF32"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
