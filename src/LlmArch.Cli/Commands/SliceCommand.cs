@@ -1,4 +1,5 @@
 using System.Globalization;
+using LlmArch.Checkpoints;
 using LlmArch.Models;
 
 namespace LlmArch.Cli.Commands;

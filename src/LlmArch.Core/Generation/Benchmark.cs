@@ -68,7 +68,7 @@ public static class Benchmark
         // Warm-up: let the JIT reach its optimized tier on every kernel (short runs, a pause for tier-up).
         for (int w = 0; w < 3; w++)
         {
-            cache.Position = 0;
+            for (int s = 0; s < cache.Slots; s++) cache.Clear(s);
             Decode(model, cache, prompt.AsSpan(0, Math.Min(promptTokens, 32)), Math.Min(genTokens, 8), row, step, null);
             Thread.Sleep(150);
         }
@@ -78,7 +78,7 @@ public static class Benchmark
         int[] first = new int[Math.Min(genTokens, 16)];
         for (int r = 0; r < repeats; r++)
         {
-            cache.Position = 0;
+            for (int s = 0; s < cache.Slots; s++) cache.Clear(s);
             var (p, d, aAll, aThread) = Decode(model, cache, prompt, genTokens, row, step, r == 0 ? first : null);
             prefill.Add(p); decode.Add(d);
             if (r == 0) { allocAll = aAll; allocThread = aThread; }
@@ -108,7 +108,7 @@ public static class Benchmark
     {
         var sw = Stopwatch.StartNew();
         var logits = model.Forward(prompt, 1, cache, lastOnly: true);
-        model.Backend.ToHost(logits, row);
+        model.Backend.Download(logits, row);
         int tok = Sampler.ArgMax(row);
         double pre = sw.Elapsed.TotalSeconds;
         long a0 = GC.GetTotalAllocatedBytes(true), t0 = GC.GetAllocatedBytesForCurrentThread();
@@ -118,7 +118,7 @@ public static class Benchmark
             if (record is not null && i < record.Length) record[i] = tok;
             step[0] = tok;
             logits = model.Forward(step, 1, cache, lastOnly: true);
-            model.Backend.ToHost(logits, row);
+            model.Backend.Download(logits, row);
             tok = Sampler.ArgMax(row);
         }
         double dec = sw.Elapsed.TotalSeconds;

@@ -81,7 +81,7 @@ public static class Generator
                 for (int b = 0; b < B; b++)
                 {
                     if (done[b]) { step[b] = history[b][^1]; continue; }
-                    model.Backend.ToHost(logits, row, (long)b * V);
+                    model.Backend.Download(logits, row, (long)b * V);
                     int tok = samplers[b].Next(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history[b]));
                     history[b].Add(tok); step[b] = tok;
                     onToken?.Invoke(b, tok);

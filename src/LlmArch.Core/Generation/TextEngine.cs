@@ -181,7 +181,7 @@ internal sealed class SerialTextEngine : ITextEngine
             {
                 Interlocked.Increment(ref _steps);
                 if (ct.IsCancellationRequested) { writer.TryWrite(new GeneratedToken(-1, 0, null, FinishReason.Cancelled)); return; }
-                Model.Backend.ToHost(logits, row);
+                Model.Backend.Download(logits, row);
                 r.Constraint?.Mask(row);
                 int tok = sampler.Next(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
                 var (lp, top) = r.Logprobs || r.TopLogprobs > 0 ? Logprobs.Of(row, tok, r.TopLogprobs) : (0f, null);

@@ -1,7 +1,6 @@
 using System.Reflection;
 using LlmArch.Checkpoints;
 using LlmArch.Compute;
-using LlmArch.Compute.Cpu;
 
 namespace LlmArch.Models;
 
@@ -15,6 +14,8 @@ public sealed record LoadOptions
     /// pages: page-cache pages are 4 KB and scattered, which costs decode bandwidth; the copy costs load time.
     /// </summary>
     public bool Copy { get; init; }
+    /// <summary>The device to run on ("cpu", "cuda", "cuda:N"); ignored when a backend is passed explicitly.</summary>
+    public string? Device { get; init; }
 }
 
 /// <summary>
@@ -41,9 +42,11 @@ public static class ModelLoader
     public static CausalLM Create(ModelConfig cfg, WeightSource weights, IBackend? backend = null)
     {
         var type = Resolve(cfg);
+        backend ??= Backends.Create("cpu");
+        weights.Backend = backend;
         try
         {
-            return (CausalLM)Activator.CreateInstance(type, cfg, weights, backend ?? new CpuBackend())!;
+            return (CausalLM)Activator.CreateInstance(type, cfg, weights, backend)!;
         }
         catch (TargetInvocationException e) when (e.InnerException is not null)
         {
@@ -64,11 +67,11 @@ public static class ModelLoader
         if (options?.Quantize is { } q && q != DType.Q8_0)
             throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0)");
         var weights = new CheckpointWeights(dir) { Fp8Block = Fp8BlockOf(cfg), Quantize = options?.Quantize, Copy = options?.Copy ?? false };
-        return Create(cfg, weights, backend);
+        return Create(cfg, weights, backend ?? Backends.Create(options?.Device));
     }
 
     /// <summary>Builds the model's structure from shapes only (no data): parameter accounting for presets.</summary>
-    public static CausalLM Describe(ModelConfig cfg) => Create(cfg, new ShapeOnlyWeights(cfg.SourcePath), new CpuBackend());
+    public static CausalLM Describe(ModelConfig cfg) => Create(cfg, new ShapeOnlyWeights(cfg.SourcePath), Backends.ShapeOnly);
 
     private static (int, int) Fp8BlockOf(ModelConfig cfg)
     {

@@ -5,7 +5,7 @@ using System.Text.RegularExpressions;
 using LlmArch.Checkpoints;
 using LlmArch.Compute;
 
-namespace LlmArch.Models;
+namespace LlmArch.Checkpoints;
 
 /// <summary>What a MatFormer slice produced.</summary>
 public sealed record SliceResult(string OutDir, int Layers, int[] Widths, int KvSharedLayers, long Parameters, long SourceParameters);
