@@ -189,12 +189,8 @@ public sealed class ExpertSet
         };
     }
 
-    private static Tensor StackBiases(WeightSource w, string prefix, string proj, int experts, int width)
-    {
-        var all = new float[(long)experts * width];
-        for (int e = 0; e < experts; e++) w.GetF32Host($"{prefix}.{e}.{proj}.bias", width).ToFloatArray().CopyTo(all, (long)e * width);
-        return w.HasData ? w.Place(Tensor.FromFloats(all, new Shape(experts, width), $"{prefix}.{proj}.bias")) : new Tensor(DType.F32, new Shape(experts, width), 0, null);
-    }
+    private static Tensor StackBiases(WeightSource w, string prefix, string proj, int experts, int width) =>
+        w.GetStackedF32(Enumerable.Range(0, experts).Select(e => $"{prefix}.{e}.{proj}.bias").ToArray(), width);
 
     /// <summary>
     /// Experts from stacked tensors already in <c>[E, out, in]</c> layout (views per expert, block scales included):

@@ -79,6 +79,20 @@ public abstract class WeightSource
         return f;
     }
 
+    /// <summary>Vectors of <paramref name="width"/> values stored one per name, stacked into one F32 <c>[names, width]</c> on the model's device (per-expert biases).</summary>
+    public Tensor GetStackedF32(IReadOnlyList<string> names, int width)
+    {
+        if (!HasData)
+        {
+            foreach (var n in names) GetHost(n, [width], WeightUse.Dense);
+            return new Tensor(DType.F32, new Shape(names.Count, width), 0, null, names.Count > 0 ? names[0] : "");
+        }
+        var all = Tensor.Zeros(DType.F32, new Shape(names.Count, width), names.Count > 0 ? names[0] : "");
+        var f = all.AsFloats();
+        for (int i = 0; i < names.Count; i++) Compute.Cpu.Convert.ToF32(GetHost(names[i], [width], WeightUse.Dense), 0, f.Slice(i * width, width));
+        return Place(all);
+    }
+
     public Tensor? TryGet(string name, params long[] shape) => Contains(name) ? Get(name, shape) : null;
     public Tensor? TryGetF32(string name, params long[] shape) => Contains(name) ? GetF32(name, shape) : null;
 
