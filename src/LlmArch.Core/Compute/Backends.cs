@@ -15,8 +15,8 @@ public static class Backends
     /// <summary>A CPU backend for building shapes only (analysis of presets): nothing ever runs on it.</summary>
     public static IBackend ShapeOnly { get; } = new CpuBackend();
 
-    /// <summary>Hook for GPU backends (set by their assembly initializer): device index → backend, or a typed error.</summary>
-    public static Func<int, IBackend>? CudaFactory { get; set; }
+    /// <summary>Hook for GPU backends: device index → backend, or a typed error (the CUDA backend of this assembly by default).</summary>
+    public static Func<int, IBackend>? CudaFactory { get; set; } = index => Cuda.CudaBackend.Create(index);
 
     public static IBackend Create(string? device)
     {

@@ -105,9 +105,20 @@ public abstract class CausalLM
             Validate(batch, cache);
             Backend.ResetScratch();
             Backend.Prepare(batch);
-            hidden = HiddenStates(batch, cache);
-            var h = lastOnly && batch.MaxCount > 1 ? Backend.Gather(hidden, batch.LastRows!) : hidden;
-            var logits = Head(h);
+            // A backend with step graphs (CUDA) replays a recorded step of this shape instead of running the ops again.
+            var graphs = Backend as IStepGraphs;
+            if (graphs is null || !graphs.TryReplay(batch, cache, lastOnly, out var logits, out hidden))
+            {
+                graphs?.BeginStep(batch, cache, lastOnly);
+                try
+                {
+                    hidden = HiddenStates(batch, cache);
+                    var h = lastOnly && batch.MaxCount > 1 ? Backend.Gather(hidden, batch.LastRows!) : hidden;
+                    logits = Head(h);
+                }
+                catch { graphs?.EndStep(null, null); throw; }
+                graphs?.EndStep(logits, hidden);
+            }
             for (int s = 0; s < batch.Sequences; s++) cache.Advance(batch.Slot[s], batch.Count[s]);
             return logits;
         }

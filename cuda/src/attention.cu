@@ -1,0 +1,176 @@
+// Sequence kernels: RoPE (positions from device memory), KV-cache writes at each token's slot and position, and causal
+// attention over the cache plus the step's own keys with every variant the models use (GQA, sliding window, chunked,
+// softcap, sinks, Grok's length temperature, values as a key prefix for MLA's latent cache).
+//
+// k_attention_*: block = (token, kv head x chunk of query heads, split of key positions); 4 warps, each warp walks
+// every 4th key of the split with the whole warp on one key (coalesced 16-byte rows), scores per query row by a warp
+// reduction, online softmax per warp, warps merged at the end in a fixed order. With splits > 1 each split writes
+// (max, sum, unnormalized output) and k_attention_combine merges them (split-KV for long contexts). The split size is
+// a function of the step's context bucket, not of the data, so a captured step replays for any length in its bucket.
+#include "common.cuh"
+
+extern "C" __global__ void k_rope(float* x, int N, int H, int D, const int* pos, const float* cosT, const float* sinT, int rot, int interleaved) {
+    int half = rot / 2;
+    long long total = (long long)N * H * half;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
+        int i = (int)(e % half);
+        long long nh = e / half;
+        int n = (int)(nh / H);
+        float* v = x + nh * D;
+        int p = pos[n];
+        float c = cosT[(long long)p * half + i], s = sinT[(long long)p * half + i];
+        int i0 = interleaved ? 2 * i : i, i1 = interleaved ? 2 * i + 1 : i + half;
+        float a = v[i0], b = v[i1];
+        v[i0] = a * c - b * s;
+        v[i1] = b * c + a * s;
+    }
+}
+
+// dst [slots, cap, row] ← src [N, row] at (slot of token n's sequence, its position, modulo cap for a ring).
+extern "C" __global__ void k_cache_write(float* dst, const float* src, int N, int row, const int* pos, const int* seq, const int* table, int cap, int ring) {
+    long long total = (long long)N * row;
+    for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
+        int n = (int)(e / row), i = (int)(e % row);
+        int s = seq[n], p = pos[n];
+        int slot = table[4 * s], start = table[4 * s + 1], count = table[4 * s + 2];
+        if (ring) { if (p < start + count - cap) continue; }
+        else if (p >= cap) continue;
+        int r = ring ? p % cap : p;
+        dst[((long long)slot * cap + r) * row + i] = src[e];
+    }
+}
+
+
+template <int KPL, int VPL, int RB>
+__device__ __forceinline__ void attention_impl(const AttnArgs& a) {
+    __shared__ float qs[RB][KPL * 32];
+    __shared__ float mo[4][RB][VPL * 32];
+    __shared__ float mm[4][RB], ml[4][RB];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int n = blockIdx.x;
+    int G = a.Hq / a.Hkv;
+    int chunks = (G + a.rowsPerBlock - 1) / a.rowsPerBlock;
+    int kh = blockIdx.y / chunks, hc = blockIdx.y % chunks;
+    int h0 = kh * G + hc * a.rowsPerBlock;
+    int rows = min(a.rowsPerBlock, G - hc * a.rowsPerBlock);
+    int split = blockIdx.z;
+    int p = a.pos[n], s = a.seq[n];
+    int slot = a.table[4 * s], st = a.table[4 * s + 1], off = a.table[4 * s + 3];
+    int lo = 0;
+    if (a.window > 0) lo = max(lo, p - a.window + 1);
+    if (a.chunk > 0) lo = max(lo, p / a.chunk * a.chunk);
+    int j0 = max(lo, split * a.keysPerSplit), j1 = min(p, split * a.keysPerSplit + a.keysPerSplit - 1);
+    float temp = a.tempLen > 0 && p > a.tempLen ? log2f((float)p) * (1.f / log2f((float)a.tempLen)) : 1.f;
+    for (int e = threadIdx.x; e < RB * KPL * 32; e += blockDim.x) {
+        int r = e / (KPL * 32), d = e % (KPL * 32);
+        qs[r][d] = (r < rows && d < a.Dk) ? a.q[((long long)n * a.Hq + h0 + r) * a.Dk + d] : 0.f;
+    }
+    __syncthreads();
+    float m[RB], l[RB], o[RB][VPL];
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        m[r] = -INFINITY; l[r] = 0.f;
+#pragma unroll
+        for (int i = 0; i < VPL; i++) o[r][i] = 0.f;
+    }
+    for (int j = j0 + warp; j <= j1; j += 4) {
+        const float* kr;
+        const float* vr;
+        if (j >= st) {
+            kr = a.k + ((long long)(off + j - st) * a.Hkv + kh) * a.Dk;
+            vr = a.vFromK ? kr : a.v + ((long long)(off + j - st) * a.Hkv + kh) * a.Dv;
+        } else {
+            long long cr = (long long)slot * a.cap + (a.ring ? j % a.cap : j);
+            kr = a.ck + (cr * a.Hkv + kh) * a.Dk;
+            vr = a.vFromK ? kr : a.cv + (cr * a.Hkv + kh) * a.Dv;
+        }
+        float kv[KPL];
+#pragma unroll
+        for (int i = 0; i < KPL; i++) { int d = lane + 32 * i; kv[i] = d < a.Dk ? kr[d] : 0.f; }
+        float vv[VPL];
+#pragma unroll
+        for (int i = 0; i < VPL; i++) { int d = lane + 32 * i; vv[i] = d < a.Dv ? vr[d] : 0.f; }
+#pragma unroll
+        for (int r = 0; r < RB; r++) {
+            if (r >= rows) break;
+            float dot = 0.f;
+#pragma unroll
+            for (int i = 0; i < KPL; i++) dot = fmaf(qs[r][lane + 32 * i], kv[i], dot);
+            float sc = warp_sum(dot) * a.scale;
+            if (a.softcap > 0.f) sc = a.softcap * tanhf(sc / a.softcap);
+            sc *= temp;
+            float mn = fmaxf(m[r], sc);
+            float corr = expf(m[r] - mn);   // m = -inf first: exp(-inf) = 0
+            float pr = expf(sc - mn);
+            l[r] = l[r] * corr + pr;
+#pragma unroll
+            for (int i = 0; i < VPL; i++) o[r][i] = o[r][i] * corr + pr * vv[i];
+            m[r] = mn;
+        }
+    }
+    // Merge the 4 warps in a fixed order.
+#pragma unroll
+    for (int r = 0; r < RB; r++) {
+        if (lane == 0) { mm[warp][r] = m[r]; ml[warp][r] = l[r]; }
+#pragma unroll
+        for (int i = 0; i < VPL; i++) mo[warp][r][lane + 32 * i] = o[r][i];
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < rows * a.Dv; e += blockDim.x) {
+        int r = e / a.Dv, d = e % a.Dv;
+        float M = -INFINITY;
+        for (int w = 0; w < 4; w++) M = fmaxf(M, mm[w][r]);
+        float L = 0.f, O = 0.f;
+        for (int w = 0; w < 4; w++) {
+            if (mm[w][r] == -INFINITY) continue;
+            float f = expf(mm[w][r] - M);
+            L += ml[w][r] * f;
+            O += mo[w][r][d] * f;
+        }
+        int h = h0 + r;
+        if (a.splits == 1) {
+            if (a.sinks) {
+                float sink = a.sinks[h];
+                float M2 = fmaxf(M, sink);
+                float f = M == -INFINITY ? 0.f : expf(M - M2);
+                L = L * f + expf(sink - M2);
+                O *= f;
+            }
+            a.out[((long long)n * a.Hq + h) * a.Dv + d] = O / L;
+        } else {
+            long long pi = ((long long)n * a.Hq + h) * a.splits + split;
+            a.partO[pi * a.Dv + d] = O;
+            if (d == 0) { a.partML[2 * pi] = M; a.partML[2 * pi + 1] = L; }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) k_attention_d128(AttnArgs a) { attention_impl<4, 4, 8>(a); }
+extern "C" __global__ void __launch_bounds__(128) k_attention_d256(AttnArgs a) { attention_impl<8, 8, 4>(a); }
+extern "C" __global__ void __launch_bounds__(128) k_attention_d576(AttnArgs a) { attention_impl<18, 16, 2>(a); }
+
+// Merges the splits of each (token, head) and the sink logit: out = Σ_z O_z e^(M_z - M) / (Σ_z L_z e^(M_z - M) + e^(sink - M)).
+extern "C" __global__ void k_attention_combine(const float* partO, const float* partML, const float* sinks, float* out, int N, int Hq, int Dv, int splits) {
+    int n = blockIdx.x, h = blockIdx.y;
+    long long base = ((long long)n * Hq + h) * splits;
+    float M = -INFINITY;
+    for (int z = 0; z < splits; z++) M = fmaxf(M, partML[2 * (base + z)]);
+    float sink = sinks ? sinks[h] : -INFINITY;
+    float M2 = fmaxf(M, sink);
+    float L = 0.f;
+    for (int z = 0; z < splits; z++) {
+        float mz = partML[2 * (base + z)];
+        if (mz == -INFINITY) continue;
+        L += partML[2 * (base + z) + 1] * expf(mz - M2);
+    }
+    if (sinks) L += expf(sink - M2);
+    for (int d = threadIdx.x; d < Dv; d += blockDim.x) {
+        float O = 0.f;
+        for (int z = 0; z < splits; z++) {
+            float mz = partML[2 * (base + z)];
+            if (mz == -INFINITY) continue;
+            O += partO[(base + z) * Dv + d] * expf(mz - M2);
+        }
+        out[((long long)n * Hq + h) * Dv + d] = O / L;
+    }
+}

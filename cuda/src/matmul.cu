@@ -1,0 +1,492 @@
+// Matrix products. y = x · Wᵀ (+ bias) for activations x [M, K] F32 and weights W [O, K] in any stored dtype.
+//   k_gemv_*     M <= 8 (decode): one or more warps per output row, weights streamed once with 16-byte loads and
+//                dequantized in registers; up to 4 weight segments sharing x in one launch (q/k/v, gate/up), an
+//                optional RMSNorm prologue (x normalized on the fly, block 0 also writes the normalized x), an
+//                optional residual epilogue (r += y) and a gate/up pair mode (writes act(gate) · up as well).
+//                k_gemv_generic is the same contract with one scalar load per element (odd sizes, column-major).
+//   k_gemm       M > 8: 128x128 tiles, 8x8 per thread, FFMA in fp32 (exact mode; TF32 never used); batched over
+//                blockIdx.z (BatchMatMul) and with gathered rows (MoE prefill, grouped by expert).
+//   k_moe_*      expert routing helpers: per-pair GEMV for decode, sort-by-expert + grouped GEMM for prefill.
+// Sums run in a fixed order per output (no atomics): replays are bit-identical.
+#include "common.cuh"
+
+#define GEMV_THREADS 256
+#define GEMV_MAXM 8
+
+
+
+// ---- 16-byte chunk decoders: VPC values of row `row` starting at chunk `c` (chunk = 16 bytes of storage) ----
+
+template <int DT> struct Chunk;
+
+template <> struct Chunk<DT_F32> {
+    static constexpr int VPC = 4;
+    __device__ static __forceinline__ void load(const WeightDesc& w, long long row, long long c, float* v) {
+        float4 r = __ldg((const float4*)((const float*)w.data + row * (long long)w.cols) + c);
+        v[0] = r.x; v[1] = r.y; v[2] = r.z; v[3] = r.w;
+    }
+};
+
+template <> struct Chunk<DT_BF16> {
+    static constexpr int VPC = 8;
+    __device__ static __forceinline__ void load(const WeightDesc& w, long long row, long long c, float* v) {
+        uint4 r = __ldg((const uint4*)((const uint16_t*)w.data + row * (long long)w.cols) + c);
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) { v[2 * i] = __uint_as_float(u[i] << 16); v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u); }
+    }
+};
+
+template <> struct Chunk<DT_F16> {
+    static constexpr int VPC = 8;
+    __device__ static __forceinline__ void load(const WeightDesc& w, long long row, long long c, float* v) {
+        uint4 r = __ldg((const uint4*)((const __half*)w.data + row * (long long)w.cols) + c);
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            __half2 h = *reinterpret_cast<__half2*>(&u[i]);
+            float2 f = __half22float2(h);
+            v[2 * i] = f.x; v[2 * i + 1] = f.y;
+        }
+    }
+};
+
+template <> struct Chunk<DT_F8E4M3> {
+    static constexpr int VPC = 16;
+    __device__ static __forceinline__ void load(const WeightDesc& w, long long row, long long c, float* v) {
+        uint4 r = __ldg((const uint4*)((const uint8_t*)w.data + row * (long long)w.cols) + c);
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+        float s = w.scales ? ((const float*)w.scales)[(row / w.br) * w.scaleCols + (c * 16) / w.bc] : 1.f;
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = fp8e4m3_to_f32((u[i >> 2] >> ((i & 3) * 8)) & 0xFF) * s;
+    }
+};
+
+template <> struct Chunk<DT_Q8_0> {
+    static constexpr int VPC = 16;
+    __device__ static __forceinline__ void load(const WeightDesc& w, long long row, long long c, float* v) {
+        uint4 r = __ldg((const uint4*)((const int8_t*)w.data + row * (long long)w.cols) + c);
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+        float s = ((const float*)w.scales)[row * w.scaleCols + (c * 16) / w.bc];
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = (float)(int8_t)((u[i >> 2] >> ((i & 3) * 8)) & 0xFF) * s;
+    }
+};
+
+template <> struct Chunk<DT_MXFP4> {
+    static constexpr int VPC = 32;
+    __device__ static __forceinline__ void load(const WeightDesc& w, long long row, long long c, float* v) {
+        uint4 r = __ldg((const uint4*)((const uint8_t*)w.data + row * (long long)(w.cols / 2)) + c);
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+        float s = e8m0_to_f32(((const uint8_t*)w.scales)[row * w.scaleCols + (c * 32) / w.bc]);
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            uint32_t b = (u[i >> 2] >> ((i & 3) * 8)) & 0xFF;
+            v[2 * i] = fp4_to_f32(b & 0xF) * s;
+            v[2 * i + 1] = fp4_to_f32(b >> 4) * s;
+        }
+    }
+};
+
+// Maps a grid row to (segment, local row).
+__device__ __forceinline__ int seg_of(const GemvArgs& a, int gr, int* local) {
+    int s = 0;
+    while (s < a.nseg - 1 && gr >= a.seg[s].rows) { gr -= a.seg[s].rows; s++; }
+    *local = gr;
+    return s;
+}
+
+// Segment s's weight by value (a constant index per case keeps the kernel parameters out of local memory).
+__device__ __forceinline__ WeightDesc pick_w(const GemvArgs& a, int s) {
+    switch (s) { case 0: return a.seg[0].w; case 1: return a.seg[1].w; case 2: return a.seg[2].w; default: return a.seg[3].w; }
+}
+
+// Per-row RMSNorm factors of x for the prologue: inv[m] = 1 / sqrt(mean(x[m]²) + eps).
+__device__ __forceinline__ void gemv_norm_prologue(const GemvArgs& a, float* inv /* smem [GEMV_MAXM] */, float* sh) {
+    for (int m = 0; m < a.M; m++) {
+        float s = 0.f;
+        const float* xr = a.x + (long long)m * a.K;
+        for (int i = threadIdx.x; i < a.K; i += blockDim.x) { float v = xr[i]; s += v * v; }
+        s = block_sum(s, sh);
+        if (threadIdx.x == 0) inv[m] = 1.f / sqrtf(s / a.K + a.normEps);
+    }
+    __syncthreads();
+    if (blockIdx.x == 0 && a.normOut) {
+        for (int m = 0; m < a.M; m++)
+            for (int i = threadIdx.x; i < a.K; i += blockDim.x) {
+                float v = a.x[(long long)m * a.K + i] * inv[m];
+                if (a.normMode == 2) v *= a.normOffset + a.normW[i];
+                a.normOut[(long long)m * a.K + i] = v;
+            }
+    }
+}
+
+__device__ __forceinline__ float gemv_x(const GemvArgs& a, const float* inv, int m, int k) {
+    float v = a.x[(long long)m * a.K + k];
+    if (a.normMode) { v *= inv[m]; if (a.normMode == 2) v *= a.normOffset + a.normW[k]; }
+    return v;
+}
+
+// Writes one finished output (sum over K) with bias and the residual epilogue.
+__device__ __forceinline__ void gemv_store(const GemvSeg& s, int m, int o, float v) {
+    if (s.bias) v += s.bias[o];
+    long long i = (long long)m * s.rows + o;
+    s.y[i] = v;
+    if (s.residual) s.residual[i] += v;
+}
+
+// Combines the per-warp partial sums of a row (wpr > 1) in a fixed order; returns true in the thread that stores.
+// part: smem [8 warps][2][GEMV_MAXM].
+__device__ __forceinline__ void gemv_finish(const GemvArgs& a, float (*acc)[GEMV_MAXM], int nrow, float* part, int gr) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int rowInBlock = warp / a.wpr, wInRow = warp % a.wpr;
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) acc[r][m] = warp_sum(acc[r][m]);
+    if (a.wpr > 1) {
+        if (lane == 0) {
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+#pragma unroll
+                for (int m = 0; m < GEMV_MAXM; m++) part[(warp * 2 + r) * GEMV_MAXM + m] = acc[r][m];
+        }
+        __syncthreads();
+        if (wInRow != 0) return;
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+#pragma unroll
+            for (int m = 0; m < GEMV_MAXM; m++) {
+                float s = 0.f;
+                for (int j = 0; j < a.wpr; j++) s += part[((rowInBlock * a.wpr + j) * 2 + r) * GEMV_MAXM + m];
+                acc[r][m] = s;
+            }
+    }
+    if (lane != 0 || gr >= a.totalRows) return;
+    if (a.pairMode) {
+        float bg = a.seg[0].bias ? a.seg[0].bias[gr] : 0.f, bu = a.seg[1].bias ? a.seg[1].bias[gr] : 0.f;
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) {
+            if (m >= a.M) break;
+            gemv_store(a.seg[0], m, gr, acc[0][m]);
+            gemv_store(a.seg[1], m, gr, acc[1][m]);
+            a.gluOut[(long long)m * a.seg[0].rows + gr] = glu_one(a.gluKind, acc[0][m] + bg, acc[1][m] + bu, a.gluLimit, a.gluAlpha);
+        }
+    } else {
+        int local; int s = seg_of(a, gr, &local);
+        GemvSeg sg;
+        switch (s) { case 0: sg = a.seg[0]; break; case 1: sg = a.seg[1]; break; case 2: sg = a.seg[2]; break; default: sg = a.seg[3]; }
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) { if (m >= a.M) break; gemv_store(sg, m, local, acc[0][m]); }
+    }
+}
+
+template <int DT>
+__device__ __forceinline__ void gemv_vec_impl(const GemvArgs& a) {
+    using L = Chunk<DT>;
+    constexpr int V = L::VPC;
+    __shared__ float inv[GEMV_MAXM];
+    __shared__ float sh[32];
+    __shared__ float part[8 * 2 * GEMV_MAXM];
+    if (a.normMode) gemv_norm_prologue(a, inv, sh);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int rowsPerBlock = 8 / a.wpr;
+    int gr = blockIdx.x * rowsPerBlock + warp / a.wpr;
+    int wInRow = warp % a.wpr;
+    float acc[2][GEMV_MAXM];
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) acc[r][m] = 0.f;
+    int nrow = a.pairMode ? 2 : 1;
+    if (gr < a.totalRows) {
+        int local = gr, s = a.pairMode ? 0 : seg_of(a, gr, &local);
+        WeightDesc w0 = pick_w(a, s), w1 = a.pairMode ? a.seg[1].w : w0;
+        long long row = local;
+        long long chunks = a.K / V;
+        int step = 32 * a.wpr;
+        for (long long c = wInRow * 32 + lane; c < chunks; c += step) {
+            float wv[2][V];
+            L::load(w0, row, c, wv[0]);
+            if (a.pairMode) L::load(w1, row, c, wv[1]);
+            int k0 = (int)(c * V);
+#pragma unroll
+            for (int m = 0; m < GEMV_MAXM; m++) {
+                if (m >= a.M) break;
+                const float4* xp = (const float4*)(a.x + (long long)m * a.K + k0);
+                float xv[V];
+#pragma unroll
+                for (int i = 0; i < V / 4; i++) { float4 t = __ldg(xp + i); xv[4 * i] = t.x; xv[4 * i + 1] = t.y; xv[4 * i + 2] = t.z; xv[4 * i + 3] = t.w; }
+                if (a.normMode) {
+#pragma unroll
+                    for (int i = 0; i < V; i++) { xv[i] *= inv[m]; if (a.normMode == 2) xv[i] *= a.normOffset + a.normW[k0 + i]; }
+                }
+                float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+                for (int i = 0; i < V; i++) { s0 = fmaf(wv[0][i], xv[i], s0); if (a.pairMode) s1 = fmaf(wv[1][i], xv[i], s1); }
+                acc[0][m] += s0;
+                if (a.pairMode) acc[1][m] += s1;
+            }
+        }
+    }
+    gemv_finish(a, acc, nrow, part, gr);
+}
+
+// Same contract, one scalar (dequantizing) load per weight element: any K, any alignment, column-major storage.
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_generic(GemvArgs a) {
+    __shared__ float inv[GEMV_MAXM];
+    __shared__ float sh[32];
+    __shared__ float part[8 * 2 * GEMV_MAXM];
+    if (a.normMode) gemv_norm_prologue(a, inv, sh);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int rowsPerBlock = 8 / a.wpr;
+    int gr = blockIdx.x * rowsPerBlock + warp / a.wpr;
+    int wInRow = warp % a.wpr;
+    float acc[2][GEMV_MAXM];
+#pragma unroll
+    for (int r = 0; r < 2; r++)
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) acc[r][m] = 0.f;
+    int nrow = a.pairMode ? 2 : 1;
+    if (gr < a.totalRows) {
+        int local = gr, s = a.pairMode ? 0 : seg_of(a, gr, &local);
+        WeightDesc w0 = pick_w(a, s), w1 = a.pairMode ? a.seg[1].w : w0;
+        long long row = local;
+        for (int k = wInRow * 32 + lane; k < a.K; k += 32 * a.wpr) {
+            float v0 = load_weight(w0, 0, row, k);
+            float v1 = a.pairMode ? load_weight(w1, 0, row, k) : 0.f;
+#pragma unroll
+            for (int m = 0; m < GEMV_MAXM; m++) {
+                if (m >= a.M) break;
+                float xv = gemv_x(a, inv, m, k);
+                acc[0][m] = fmaf(v0, xv, acc[0][m]);
+                if (a.pairMode) acc[1][m] = fmaf(v1, xv, acc[1][m]);
+            }
+        }
+    }
+    gemv_finish(a, acc, nrow, part, gr);
+}
+
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f32(GemvArgs a) { gemv_vec_impl<DT_F32>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_bf16(GemvArgs a) { gemv_vec_impl<DT_BF16>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f16(GemvArgs a) { gemv_vec_impl<DT_F16>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_fp8(GemvArgs a) { gemv_vec_impl<DT_F8E4M3>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_q8(GemvArgs a) { gemv_vec_impl<DT_Q8_0>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mxfp4(GemvArgs a) { gemv_vec_impl<DT_MXFP4>(a); }
+
+// Column-major weights ([K, O] in memory) for a few rows: one thread per output column, coalesced over o.
+extern "C" __global__ void k_gemv_colmajor(const float* x, WeightDesc w, const float* bias, float* y, int M, int K, int O) {
+    int o = blockIdx.x * blockDim.x + threadIdx.x;
+    if (o >= O) return;
+    float acc[GEMV_MAXM];
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) acc[m] = 0.f;
+    for (int k = 0; k < K; k++) {
+        float wv = load_weight(w, 0, o, k);
+#pragma unroll
+        for (int m = 0; m < GEMV_MAXM; m++) if (m < M) acc[m] = fmaf(wv, x[(long long)m * K + k], acc[m]);
+    }
+#pragma unroll
+    for (int m = 0; m < GEMV_MAXM; m++) if (m < M) y[(long long)m * O + o] = acc[m] + (bias ? bias[o] : 0.f);
+}
+
+// ---------------- tiled SGEMM ----------------
+
+#define BM 128
+#define BN 128
+#define BK 8
+
+
+// C tile = A tile · B tileᵀ with A rows from arow[] (-1: zero row) and B = weight rows n0.. of wd.
+__device__ __forceinline__ void gemm_tile(const GemmArgs& a, const WeightDesc& wd, long long batch, const long long* arow,
+                                          int n0, float (*acc)[8], float (*As)[BM + 4], float (*Bs)[BN + 4]) {
+    int t = threadIdx.x;
+    int tx = t & 15, ty = t >> 4;
+    for (int k0 = 0; k0 < a.K; k0 += BK) {
+        // A: BM x BK, k fastest (contiguous in x).
+#pragma unroll
+        for (int i = 0; i < (BM * BK) / 256; i++) {
+            int e = t + i * 256;
+            int m = e / BK, k = e % BK;
+            long long r = arow[m];
+            As[k][m] = (r >= 0 && k0 + k < a.K) ? a.x[r * a.K + k0 + k] : 0.f;
+        }
+        // B: BN x BK; row-major weights read k fastest, column-major n fastest.
+#pragma unroll
+        for (int i = 0; i < (BN * BK) / 256; i++) {
+            int e = t + i * 256;
+            int n, k;
+            if (wd.colMajor) { k = e / BN; n = e % BN; } else { n = e / BK; k = e % BK; }
+            Bs[k][n] = (n0 + n < a.N && k0 + k < a.K) ? load_weight(wd, batch, n0 + n, k0 + k) : 0.f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int k = 0; k < BK; k++) {
+            float av[8], bv[8];
+            float4 a0 = *(const float4*)&As[k][ty * 4], a1 = *(const float4*)&As[k][ty * 4 + 64];
+            float4 b0 = *(const float4*)&Bs[k][tx * 4], b1 = *(const float4*)&Bs[k][tx * 4 + 64];
+            av[0] = a0.x; av[1] = a0.y; av[2] = a0.z; av[3] = a0.w; av[4] = a1.x; av[5] = a1.y; av[6] = a1.z; av[7] = a1.w;
+            bv[0] = b0.x; bv[1] = b0.y; bv[2] = b0.z; bv[3] = b0.w; bv[4] = b1.x; bv[5] = b1.y; bv[6] = b1.z; bv[7] = b1.w;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+#pragma unroll
+                for (int j = 0; j < 8; j++) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+}
+
+__device__ __forceinline__ int tile_row(int i) { return (i < 4 ? i : 60 + i); }   // thread-local row i -> ty*4 + ...
+
+extern "C" __global__ void __launch_bounds__(256) k_gemm(GemmArgs a) {
+    __shared__ __align__(16) float As[BK][BM + 4];
+    __shared__ __align__(16) float Bs[BK][BN + 4];
+    __shared__ long long arow[BM];
+    __shared__ long long yrow[BM];
+    __shared__ int expert;
+    int t = threadIdx.x, tx = t & 15, ty = t >> 4;
+    int n0 = blockIdx.y * BN;
+    long long batch = 0;
+    WeightDesc wd = a.w;
+    if (a.experts > 0) {
+        // Grouped (MoE prefill): tile blockIdx.x of the expert whose tiles cover it.
+        int tile = blockIdx.x;
+        if (tile >= a.tileStart[a.experts]) return;
+        if (t == 0) {
+            int lo = 0, hi = a.experts - 1;
+            while (lo < hi) { int mid = (lo + hi + 1) >> 1; if (a.tileStart[mid] <= tile) lo = mid; else hi = mid - 1; }
+            expert = lo;
+        }
+        __syncthreads();
+        int e = expert;
+        int r0 = a.rowStart[e] + (tile - a.tileStart[e]) * BM, r1 = a.rowStart[e + 1];
+        for (int i = t; i < BM; i += 256) {
+            int sr = r0 + i;
+            if (sr < r1) { int pair = a.rowMap[sr]; arow[i] = a.xShared ? pair / a.slots : pair; yrow[i] = pair; }
+            else { arow[i] = -1; yrow[i] = -1; }
+        }
+        wd.data = a.expData[e];
+        wd.scales = a.expScales ? a.expScales[e] : nullptr;
+        batch = 0;
+        __syncthreads();
+        float acc[8][8];
+#pragma unroll
+        for (int i = 0; i < 8; i++)
+#pragma unroll
+            for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+        gemm_tile(a, wd, 0, arow, n0, acc, As, Bs);
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            long long r = yrow[ty * 4 + tile_row(i)];
+            if (r < 0) continue;
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                int n = n0 + tx * 4 + tile_row(j);
+                if (n < a.N) a.y[r * a.N + n] = acc[i][j] + (a.bias ? a.bias[(long long)e * a.N + n] : 0.f);
+            }
+        }
+        return;
+    }
+    batch = blockIdx.z;
+    int m0 = blockIdx.x * BM;
+    const float* xb = a.x + batch * a.xBatch;
+    for (int i = t; i < BM; i += 256) arow[i] = (m0 + i < a.M) ? (long long)(m0 + i) : -1;
+    __syncthreads();
+    float acc[8][8];
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+#pragma unroll
+        for (int j = 0; j < 8; j++) acc[i][j] = 0.f;
+    GemmArgs ab = a;
+    ab.x = xb;
+    gemm_tile(ab, wd, batch, arow, n0, acc, As, Bs);
+    float* yb = a.y + batch * a.yBatch;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        int m = m0 + ty * 4 + tile_row(i);
+        if (m >= a.M) continue;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            int n = n0 + tx * 4 + tile_row(j);
+            if (n < a.N) yb[(long long)m * a.N + n] = acc[i][j] + (a.bias ? a.bias[n] : 0.f);
+        }
+    }
+}
+
+// ---------------- mixture of experts ----------------
+
+
+template <int DT>
+__device__ __forceinline__ float moe_dot_vec(const WeightDesc& w, long long row, const float* x, int K, int lane) {
+    using L = Chunk<DT>;
+    constexpr int V = L::VPC;
+    float acc = 0.f;
+    for (long long c = lane; c < K / V; c += 32) {
+        float wv[V];
+        L::load(w, row, c, wv);
+        const float4* xp = (const float4*)(x + c * V);
+        float s = 0.f;
+#pragma unroll
+        for (int i = 0; i < V / 4; i++) {
+            float4 t = __ldg(xp + i);
+            s = fmaf(wv[4 * i], t.x, s); s = fmaf(wv[4 * i + 1], t.y, s); s = fmaf(wv[4 * i + 2], t.z, s); s = fmaf(wv[4 * i + 3], t.w, s);
+        }
+        acc += s;
+    }
+    return acc;
+}
+
+// One warp per (pair, output row); grid.y = pair. Expert id read from device memory (no host sync).
+extern "C" __global__ void __launch_bounds__(256) k_moe_gemv(MoeGemvArgs a) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int pair = blockIdx.y;
+    int o = blockIdx.x * 8 + warp;
+    if (o >= a.O || pair >= a.pairs) return;
+    int e = a.ids[pair];
+    if ((unsigned)e >= (unsigned)a.experts) { if (lane == 0) a.y[(long long)pair * a.O + o] = __int_as_float(0x7fc00000); return; }
+    WeightDesc w = a.w;
+    w.data = a.expData[e];
+    w.scales = a.expScales ? a.expScales[e] : nullptr;
+    const float* x = a.x + (long long)(a.xShared ? pair / a.slots : pair) * a.K;
+    float acc = 0.f;
+    if (a.vec) {
+        switch (w.dtype) {
+        case DT_F32: acc = moe_dot_vec<DT_F32>(w, o, x, a.K, lane); break;
+        case DT_BF16: acc = moe_dot_vec<DT_BF16>(w, o, x, a.K, lane); break;
+        case DT_F16: acc = moe_dot_vec<DT_F16>(w, o, x, a.K, lane); break;
+        case DT_F8E4M3: acc = moe_dot_vec<DT_F8E4M3>(w, o, x, a.K, lane); break;
+        case DT_Q8_0: acc = moe_dot_vec<DT_Q8_0>(w, o, x, a.K, lane); break;
+        case DT_MXFP4: acc = moe_dot_vec<DT_MXFP4>(w, o, x, a.K, lane); break;
+        }
+    } else {
+        for (int k = lane; k < a.K; k += 32) acc = fmaf(load_weight(w, 0, o, k), x[k], acc);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) a.y[(long long)pair * a.O + o] = acc + (a.bias ? a.bias[(long long)e * a.O + o] : 0.f);
+}
+
+// Sorts the (token, slot) pairs by expert (one block): rowStart[E+1] prefix counts, rowMap sorted pairs,
+// tileStart[E+1] prefix of ceil(count / BM). The order of pairs within an expert does not affect any value.
+extern "C" __global__ void k_moe_sort(const int* ids, int pairs, int experts, int* rowStart, int* tileStart, int* rowMap, int* fill) {
+    extern __shared__ int cnt[];  // [experts]
+    for (int e = threadIdx.x; e < experts; e += blockDim.x) cnt[e] = 0;
+    __syncthreads();
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+        int e = ids[p];
+        if ((unsigned)e < (unsigned)experts) atomicAdd(&cnt[e], 1);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int r = 0, t = 0;
+        for (int e = 0; e < experts; e++) {
+            rowStart[e] = r; tileStart[e] = t; fill[e] = r;
+            r += cnt[e]; t += (cnt[e] + BM - 1) / BM;
+        }
+        rowStart[experts] = r; tileStart[experts] = t;
+    }
+    __syncthreads();
+    for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
+        int e = ids[p];
+        if ((unsigned)e < (unsigned)experts) rowMap[atomicAdd(&fill[e], 1)] = p;
+    }
+}

@@ -1,0 +1,357 @@
+using LlmArch.Compute.Cpu;
+using LlmArch.Native;
+using static LlmArch.Native.CudaDriver;
+
+namespace LlmArch.Compute.Cuda;
+
+// Matrix products and the deferred fusion of decode-sized GEMVs.
+//
+// Fusion (Options.Fuse) works by deferring, never by pattern-matching model code: RmsNorm on at most 8 rows returns
+// its output unwritten and records itself; MatMuls on at most 8 rows queue up while they share one input (q/k/v,
+// gate/up, router + shared expert). The next op decides: a Glu of the two queued outputs becomes one gate/up launch
+// that also writes act(gate)·up; an in-place Add of the one queued output into the residual becomes one launch with
+// a residual epilogue; anything else (any op that reads device data) first runs what is pending as it would have run
+// (one multi-segment GEMV launch, whose prologue normalizes x when the queue reads the pending norm's output, block 0
+// writing that output too). Every pending output is therefore written before anything can read it.
+public sealed unsafe partial class CudaBackend
+{
+    private readonly record struct PendingNorm(Tensor X, Tensor? W, Tensor Y, float Eps, float Offset);
+    private struct PendingGemv { public Tensor W; public Tensor? Bias; public Tensor Y; }
+
+    private PendingNorm? _pendingNorm;
+    private readonly PendingGemv[] _gemv = new PendingGemv[4];
+    private int _gemvCount, _gemvM, _gemvK;
+    private bool _gemvVec;
+    private DType _gemvDType;
+    private Tensor? _gemvX;
+    private PendingNorm? _gemvNorm;
+
+    /// <summary>Runs deferred work: the queued GEMVs, then a pending RMSNorm.</summary>
+    internal void Flush()
+    {
+        if (_gemvCount > 0) LaunchGemvQueue(null, null, default);
+        if (_pendingNorm is { } pn)
+        {
+            _pendingNorm = null;
+            LaunchRmsNorm(pn.X, pn.W, pn.Y, pn.Eps, pn.Offset);
+        }
+    }
+
+    public Tensor MatMul(Tensor x, Tensor w, Tensor? bias = null)
+    {
+        int K = x.Shape.Last;
+        if (w.Shape.Rank != 2 || w.Shape[1] != K)
+            throw new LlmArchInputException($"weight '{w.Name}' has shape {w.Shape}; expected [*, {K}]");
+        RequireF32(x, "matmul input"); RequireF32(bias, "bias");
+        RequireDevice(w, "weight");
+        Bind();
+        int M = checked((int)x.Shape.Rows), O = w.Shape[0];
+        var y = Empty(CpuBackend.WithLast(x.Shape, O));
+        if (M == 0 || O == 0) { Flush(); return y; }
+        if (M <= 8 && !w.ColumnMajor)
+        {
+            bool fromNorm = _pendingNorm is { } pn && pn.Y.Ptr == x.Ptr && pn.Y.Count == x.Count;
+            nint xin = fromNorm ? _pendingNorm!.Value.X.Ptr : x.Ptr;
+            bool vec = GemvVectorizable(w, K, xin);
+            if (Options.Fuse && _gemvCount is > 0 and < 4 && _gemvX!.Ptr == x.Ptr && _gemvX.Count == x.Count && _gemvVec == vec
+                && _gemvDType == w.DType && _gemvK == K && _gemvM == M)
+            {
+                _gemv[_gemvCount++] = new PendingGemv { W = w, Bias = bias, Y = y };
+                return y;
+            }
+            if (_gemvCount > 0) LaunchGemvQueue(null, null, default);
+            if (_pendingNorm is not null && !fromNorm) Flush();
+            _gemvNorm = fromNorm ? _pendingNorm : null;
+            _pendingNorm = null;
+            _gemvX = x; _gemvM = M; _gemvK = K; _gemvVec = vec; _gemvDType = w.DType;
+            _gemv[0] = new PendingGemv { W = w, Bias = bias, Y = y };
+            _gemvCount = 1;
+            if (!Options.Fuse) LaunchGemvQueue(null, null, default);
+            return y;
+        }
+        Flush();
+        if (w.ColumnMajor)
+        {
+            if (DTypes.IsQuantized(w.DType)) throw new ArgumentException($"column-major weight '{w.Name}' is {w.DType}; only plain dtypes are read column-major");
+            if (M <= 8)
+            {
+                var d = Desc(w, O, K);
+                nint px = x.Ptr, pb = bias?.Ptr ?? 0, py = y.Ptr;
+                void** args = stackalloc void*[] { &px, &d, &pb, &py, &M, &K, &O };
+                Launch(_k.GemvColMajor, (uint)((O + 255) / 256), 1, 1, 256, 0, args, "k_gemv_colmajor");
+                return y;
+            }
+        }
+        if (Options.Bf16 && w.DType == DType.BF16 && !w.ColumnMajor && M >= 16 && K % 8 == 0 && LtReady())
+        {
+            LtMatMul(x, w, bias, y, M, K, O);
+            return y;
+        }
+        LaunchGemm(x.Ptr, y.Ptr, bias?.Ptr ?? 0, Desc(w, O, K), M, O, K, 1, 0, 0);
+        return y;
+    }
+
+    /// <summary>Whether the 16-byte-load GEMV can read w (alignment, row length, block layout).</summary>
+    private static bool GemvVectorizable(Tensor w, int K, nint x)
+    {
+        if (x % 16 != 0 || w.Ptr % 16 != 0 || K % 4 != 0 || w.ColumnMajor) return false;
+        var (br, bc) = w.ScaleBlock;
+        return w.DType switch
+        {
+            DType.F32 => true,
+            DType.BF16 or DType.F16 => K % 8 == 0,
+            DType.F8E4M3 => K % 16 == 0 && (w.Scales is null || bc % 16 == 0),
+            DType.Q8_0 => K % 16 == 0 && bc % 16 == 0 && br == 1,
+            DType.MXFP4 => K % 32 == 0 && bc == 32 && br == 1,
+            _ => false,
+        };
+    }
+
+    private nint GemvKernel(DType t, bool vec) => !vec ? _k.GemvGeneric : t switch
+    {
+        DType.F32 => _k.GemvF32,
+        DType.BF16 => _k.GemvBF16,
+        DType.F16 => _k.GemvF16,
+        DType.F8E4M3 => _k.GemvFp8,
+        DType.Q8_0 => _k.GemvQ8,
+        DType.MXFP4 => _k.GemvMxfp4,
+        _ => _k.GemvGeneric,
+    };
+
+    private static GemvSeg Seg(in PendingGemv g, int K, nint residual) => new()
+    {
+        W = Desc(g.W, g.W.Shape[0], K), Y = (ulong)g.Y.Ptr, Bias = (ulong)(g.Bias?.Ptr ?? 0), Residual = (ulong)residual, Rows = g.W.Shape[0],
+    };
+
+    /// <summary>Launches the queued GEMVs as one kernel (optionally with a residual epilogue or the gate/up pair mode).</summary>
+    private void LaunchGemvQueue(Tensor? residual, Tensor? gluOut, ExpertActivation act)
+    {
+        int n = _gemvCount;
+        _gemvCount = 0;
+        var norm = _gemvNorm;
+        _gemvNorm = null;
+        var x = _gemvX!;
+        _gemvX = null;
+        int K = _gemvK, M = _gemvM;
+        bool pair = gluOut is not null;
+        var a = new GemvArgs
+        {
+            X = (ulong)(norm is { } nm ? nm.X.Ptr : x.Ptr), M = M, K = K, Nseg = pair ? 2 : n, PairMode = pair ? 1 : 0,
+            GluOut = (ulong)(gluOut?.Ptr ?? 0), GluKind = (int)act.Kind, GluLimit = act.Limit, GluAlpha = act.Alpha,
+        };
+        if (norm is { } p)
+        {
+            a.NormMode = p.W is null ? 1 : 2;
+            a.NormW = (ulong)(p.W?.Ptr ?? 0);
+            a.NormOut = (ulong)p.Y.Ptr;
+            a.NormEps = p.Eps; a.NormOffset = p.Offset;
+        }
+        nint res = residual?.Ptr ?? 0;
+        int total = 0;
+        if (n > 0) { a.Seg0 = Seg(_gemv[0], K, res); total += a.Seg0.Rows; }
+        if (n > 1) { a.Seg1 = Seg(_gemv[1], K, res); total += a.Seg1.Rows; }
+        if (n > 2) { a.Seg2 = Seg(_gemv[2], K, res); total += a.Seg2.Rows; }
+        if (n > 3) { a.Seg3 = Seg(_gemv[3], K, res); total += a.Seg3.Rows; }
+        a.TotalRows = pair ? a.Seg0.Rows : total;
+        // Warps per row: enough warps to keep the memory system busy, but each lane still streams several chunks.
+        int vpc = _gemvVec ? 16 / DTypes.ElementSize(_gemvDType) * (_gemvDType == DType.MXFP4 ? 2 : 1) : 1;
+        int wpr = 1;
+        while (wpr < 8 && a.TotalRows * wpr < Multiprocessors * 32 && K / (vpc * 32 * wpr * 2) >= 2) wpr *= 2;
+        a.Wpr = wpr;
+        for (int i = 0; i < n; i++) _gemv[i] = default;
+        uint blocks = (uint)((a.TotalRows + 8 / wpr - 1) / (8 / wpr));
+        void* pa = &a;
+        Launch(GemvKernel(_gemvDType, _gemvVec), blocks, 1, 1, 256, 0, &pa, "k_gemv");
+    }
+
+    private bool TryFuseGlu(Tensor gate, Tensor up, in ExpertActivation act, out Tensor y)
+    {
+        y = null!;
+        if (!Options.Fuse || _gemvCount != 2 || _gemv[0].Y.Ptr != gate.Ptr || _gemv[1].Y.Ptr != up.Ptr
+            || gate.Count != up.Count || _gemv[0].Y.Count != gate.Count || _gemv[1].Y.Count != up.Count
+            || _gemv[0].W.Shape[0] != _gemv[1].W.Shape[0] || _pendingNorm is not null) return false;
+        y = Empty(gate.Shape);
+        LaunchGemvQueue(null, y, act);
+        return true;
+    }
+
+    private static bool Overlaps(Tensor a, Tensor b) =>
+        a.Ptr < b.Ptr + (nint)b.ByteCount && b.Ptr < a.Ptr + (nint)a.ByteCount;
+
+    private bool TryFuseResidual(Tensor a, Tensor b)
+    {
+        if (!Options.Fuse || _gemvCount != 1 || _gemv[0].Y.Ptr != b.Ptr || _gemv[0].Y.Count != b.Count || a.Count != b.Count) return false;
+        // The epilogue writes a while other blocks still read the input: only when they cannot overlap.
+        if (Overlaps(a, _gemvX!) || _gemvNorm is { } nm && Overlaps(a, nm.X) || Overlaps(a, b)) return false;
+        if (_pendingNorm is not null) return false;
+        LaunchGemvQueue(a, null, default);
+        return true;
+    }
+
+    private void LaunchGemm(nint x, nint y, nint bias, WeightDesc w, int M, int N, int K, int batches, long xBatch, long yBatch)
+    {
+        var g = new GemmArgs { X = (ulong)x, Y = (ulong)y, Bias = (ulong)bias, W = w, M = M, N = N, K = K, XBatch = xBatch, YBatch = yBatch };
+        void* pg = &g;
+        Launch(_k.Gemm, (uint)((M + 127) / 128), (uint)((N + 127) / 128), (uint)batches, 256, 0, &pg, "k_gemm");
+    }
+
+    public Tensor BatchMatMul(Tensor a, Tensor b, bool transposeB)
+    {
+        if (a.Shape.Rank != 3 || b.Shape.Rank != 3) throw new ArgumentException($"batch matmul needs rank-3 operands (got {a.Shape}, {b.Shape})");
+        int Bt = a.Shape[0], M = a.Shape[1], K = a.Shape[2];
+        int bb = b.Shape[0];
+        int N = transposeB ? b.Shape[1] : b.Shape[2];
+        if ((bb != Bt && bb != 1) || (transposeB ? b.Shape[2] : b.Shape[1]) != K)
+            throw new ArgumentException($"batch matmul {a.Shape} x {b.Shape}{(transposeB ? "ᵀ" : "")}");
+        RequireF32(a, "batch matmul input");
+        if (!transposeB && b.DType != DType.F32) throw new ArgumentException($"batch matmul without transpose needs an F32 b (got {b.DType})");
+        if (Bt > 65535) throw new ArgumentException($"batch matmul over {Bt} batches (at most 65535)");
+        Begin();
+        var y = Empty(new Shape(Bt, M, N));
+        if ((long)Bt * M * N == 0) return y;
+        var d = Desc(b, N, K);
+        // Without transpose, b [K, N] is the logical [N, K] stored column-major.
+        d.ColMajor = transposeB ? (b.ColumnMajor ? 1 : 0) : 1;
+        if (d.ColMajor == 1 && DTypes.IsQuantized(b.DType)) throw new ArgumentException($"column-major {b.DType} operand '{b.Name}' is not supported");
+        d.BatchStride = bb == 1 ? 0 : (long)N * K;
+        d.ScaleBatchStride = b.Scales is { } sc && bb > 1 ? sc.Count / bb : 0;
+        LaunchGemm(a.Ptr, y.Ptr, 0, d, M, N, K, Bt, (long)M * K, (long)M * N);
+        return y;
+    }
+
+    // ---------------- mixture of experts ----------------
+
+    /// <summary>Device tables of each expert's data and scale pointers (built once per expert set).</summary>
+    private sealed class ExpertTables
+    {
+        public ulong Data, Scales;
+        public bool Aligned;
+    }
+
+    private ExpertTables Tables(ExpertWeights w)
+    {
+        if (w.DeviceData is ExpertTables t) return t;
+        int E = w.Count;
+        var data = new ulong[E];
+        var scales = new ulong[E];
+        bool aligned = true;
+        for (int e = 0; e < E; e++)
+        {
+            RequireDevice(w.Experts[e], "expert weight");
+            data[e] = (ulong)w.Experts[e].Ptr;
+            scales[e] = (ulong)(w.Experts[e].Scales?.Ptr ?? 0);
+            aligned &= data[e] % 16 == 0;
+        }
+        t = new ExpertTables { Aligned = aligned };
+        t.Data = Malloc(E * 8, "expert table");
+        fixed (ulong* p = data) Check(cuMemcpyHtoD(t.Data, p, (nuint)(E * 8)), "cuMemcpyHtoD");
+        if (w.Experts[0].Scales is not null)
+        {
+            t.Scales = Malloc(E * 8, "expert scale table");
+            fixed (ulong* p = scales) Check(cuMemcpyHtoD(t.Scales, p, (nuint)(E * 8)), "cuMemcpyHtoD");
+        }
+        PersistentBytes += E * 16;
+        w.DeviceData = t;
+        return t;
+    }
+
+    public Tensor MatMulById(Tensor x, ExpertWeights w, Tensor ids, Tensor? bias = null)
+    {
+        RequireI32(ids, "expert ids"); RequireF32(x, "expert input"); RequireF32(bias, "expert bias");
+        if (ids.Shape.Rank != 2 || x.Shape.Rank != 3 || x.Shape[0] != ids.Shape[0] || (x.Shape[1] != 1 && x.Shape[1] != ids.Shape[1]) || x.Shape[2] != w.In)
+            throw new ArgumentException($"expert matmul: x {x.Shape}, ids {ids.Shape}, experts [{w.Count}, {w.Out}, {w.In}]");
+        if (bias is not null && (bias.Shape.Rank != 2 || bias.Shape[0] != w.Count || bias.Shape[1] != w.Out))
+            throw new ArgumentException($"expert bias {bias.Shape} for [{w.Count}, {w.Out}]");
+        Begin();
+        int N = ids.Shape[0], S = ids.Shape[1], E = w.Count, K = w.In, O = w.Out;
+        var y = Empty(new Shape(N, S, O));
+        int pairs = N * S;
+        if (pairs == 0 || O == 0) return y;
+        var tables = Tables(w);
+        var e0 = w.Experts[0];
+        if (e0.ColumnMajor && DTypes.IsQuantized(e0.DType)) throw new ArgumentException($"column-major {e0.DType} experts '{e0.Name}' are not supported");
+        var desc = Desc(e0, O, K);
+        int shared = x.Shape[1] == 1 ? 1 : 0;
+        if (pairs <= 64)
+        {
+            var m = new MoeGemvArgs
+            {
+                X = (ulong)x.Ptr, Y = (ulong)y.Ptr, Bias = (ulong)(bias?.Ptr ?? 0), Ids = (ulong)ids.Ptr, ExpData = tables.Data, ExpScales = tables.Scales,
+                W = desc, Pairs = pairs, Slots = S, XShared = shared, K = K, O = O, Experts = E,
+                Vec = tables.Aligned && GemvVectorizable(e0, K, x.Ptr) && (x.Ptr + (long)K * 4) % 16 == 0 ? 1 : 0,
+            };
+            void* pm = &m;
+            Launch(_k.MoeGemv, (uint)((O + 7) / 8), (uint)pairs, 1, 256, 0, &pm, "k_moe_gemv");
+            return y;
+        }
+        // Prefill: sort the pairs by expert, then one grouped GEMM over (expert, tile of its rows).
+        var work = Empty(new Shape(3 * (E + 1) + pairs), DType.I32);
+        nint rowStart = work.Ptr, tileStart = work.Ptr + (E + 1) * 4, fill = work.Ptr + 2 * (E + 1) * 4, rowMap = work.Ptr + 3 * (E + 1) * 4;
+        nint pid = ids.Ptr;
+        void** sa = stackalloc void*[] { &pid, &pairs, &E, &rowStart, &tileStart, &rowMap, &fill };
+        Launch(_k.MoeSort, 1, 1, 1, 1024, (uint)(E * 4), sa, "k_moe_sort");
+        var g = new GemmArgs
+        {
+            X = (ulong)x.Ptr, Y = (ulong)y.Ptr, Bias = (ulong)(bias?.Ptr ?? 0), W = desc, RowMap = (ulong)rowMap, TileStart = (ulong)tileStart,
+            RowStart = (ulong)rowStart, ExpData = tables.Data, ExpScales = tables.Scales, M = pairs, N = O, K = K, XShared = shared, Slots = S, Experts = E,
+        };
+        void* pg = &g;
+        Launch(_k.Gemm, (uint)((pairs + 127) / 128 + E), (uint)((O + 127) / 128), 1, 256, 0, &pg, "k_gemm (grouped)");
+        return y;
+    }
+
+    // ---------------- cuBLASLt (bf16 prefill) ----------------
+
+    private nint _lt;
+    private ulong _ltWorkspace;
+    private const long LtWorkspaceBytes = 32L << 20;
+    private bool _ltFailed;
+
+    private bool LtReady()
+    {
+        if (_lt != 0) return true;
+        if (_ltFailed || !CublasLt.TryLoad()) { _ltFailed = true; return false; }
+        nint h;
+        int r = CublasLt.cublasLtCreate(&h);
+        if (r != 0) { _ltFailed = true; return false; }
+        _lt = h;
+        _ltWorkspace = Malloc(LtWorkspaceBytes, "cuBLASLt workspace");
+        return true;
+    }
+
+    /// <summary>y [M, O] = bf16(x) [M, K] · W [O, K]ᵀ, FP32 accumulation and output (column-major: D[O, M] = Wᵀᵀ X).</summary>
+    private void LtMatMul(Tensor x, Tensor w, Tensor? bias, Tensor y, int M, int K, int O)
+    {
+        var xb = Cast(x, DType.BF16);
+        nint desc = 0, la = 0, lb = 0, lc = 0, pref = 0;
+        try
+        {
+            CublasLt.Check(CublasLt.cublasLtMatmulDescCreate(&desc, CublasLt.ComputeF32, CublasLt.DataF32), "cublasLtMatmulDescCreate");
+            int opT = CublasLt.OpT, opN = CublasLt.OpN;
+            CublasLt.Check(CublasLt.cublasLtMatmulDescSetAttribute(desc, CublasLt.DescTransA, &opT, 4), "cublasLtMatmulDescSetAttribute");
+            CublasLt.Check(CublasLt.cublasLtMatmulDescSetAttribute(desc, CublasLt.DescTransB, &opN, 4), "cublasLtMatmulDescSetAttribute");
+            CublasLt.Check(CublasLt.cublasLtMatrixLayoutCreate(&la, CublasLt.DataBF16, (ulong)K, (ulong)O, K), "cublasLtMatrixLayoutCreate");
+            CublasLt.Check(CublasLt.cublasLtMatrixLayoutCreate(&lb, CublasLt.DataBF16, (ulong)K, (ulong)M, K), "cublasLtMatrixLayoutCreate");
+            CublasLt.Check(CublasLt.cublasLtMatrixLayoutCreate(&lc, CublasLt.DataF32, (ulong)O, (ulong)M, O), "cublasLtMatrixLayoutCreate");
+            CublasLt.Check(CublasLt.cublasLtMatmulPreferenceCreate(&pref), "cublasLtMatmulPreferenceCreate");
+            ulong ws = LtWorkspaceBytes;
+            CublasLt.Check(CublasLt.cublasLtMatmulPreferenceSetAttribute(pref, CublasLt.PrefMaxWorkspace, &ws, 8), "cublasLtMatmulPreferenceSetAttribute");
+            CublasLt.HeuristicResult h;
+            int found = 0;
+            CublasLt.Check(CublasLt.cublasLtMatmulAlgoGetHeuristic(_lt, desc, la, lb, lc, lc, pref, 1, &h, &found), "cublasLtMatmulAlgoGetHeuristic");
+            if (found == 0) throw new CudaException($"cuBLASLt has no algorithm for a bf16 GEMM of [{M}, {K}] x [{O}, {K}]");
+            float alpha = 1f, beta = 0f;
+            CublasLt.Check(CublasLt.cublasLtMatmul(_lt, desc, &alpha, (void*)w.Ptr, la, (void*)xb.Ptr, lb, &beta, (void*)y.Ptr, lc, (void*)y.Ptr, lc,
+                h.Algo, (void*)_ltWorkspace, (nuint)LtWorkspaceBytes, Stream), "cublasLtMatmul");
+        }
+        finally
+        {
+            if (pref != 0) CublasLt.cublasLtMatmulPreferenceDestroy(pref);
+            if (la != 0) CublasLt.cublasLtMatrixLayoutDestroy(la);
+            if (lb != 0) CublasLt.cublasLtMatrixLayoutDestroy(lb);
+            if (lc != 0) CublasLt.cublasLtMatrixLayoutDestroy(lc);
+            if (desc != 0) CublasLt.cublasLtMatmulDescDestroy(desc);
+        }
+        if (bias is not null) LaunchBinary(y, bias, y, y.Shape, BinaryOp.Add);
+    }
+}

@@ -1,0 +1,60 @@
+using System.Text;
+using LlmArch.Native;
+using static LlmArch.Native.CudaDriver;
+
+namespace LlmArch.Compute.Cuda;
+
+/// <summary>
+/// The kernels of the embedded fatbin (cuda/llmarch.fatbin, built by cuda/build.sh from cuda/src): the module is
+/// loaded once per backend and every kernel resolved by its extern "C" name. The driver picks the SASS of this GPU
+/// (sm_80/86/89/90) or compiles the embedded compute_90 PTX for a newer one.
+/// </summary>
+internal sealed unsafe class CudaKernels
+{
+    public const string ResourceName = "llmarch.fatbin";
+
+    public readonly nint Fill, Unary, Binary, Glu, Cast, CopyNd, Gather, TakeAlong, ScatterAdd;
+    public readonly nint RmsNorm, LayerNorm, Softmax, TopK, Reduce, ReduceRows, MatchMagnitude, GaussianTopK, AltUpPredict, AltUpCorrect;
+    public readonly nint GemvF32, GemvBF16, GemvF16, GemvFp8, GemvQ8, GemvMxfp4, GemvGeneric, GemvColMajor, Gemm, MoeGemv, MoeSort;
+    public readonly nint Rope, CacheWrite, AttentionD128, AttentionD256, AttentionD576, AttentionCombine;
+    public readonly nint Conv1d, DeltaRule;
+    public readonly nint RepPenalty, ArgMax, Sample, MarkSeen;
+
+    /// <summary>The fatbin bytes embedded in this assembly.</summary>
+    public static byte[] Image()
+    {
+        using var s = typeof(CudaKernels).Assembly.GetManifestResourceStream(ResourceName)
+            ?? throw new InvalidOperationException($"this build of LlmArch has no embedded {ResourceName} (run cuda/build.sh)");
+        var bytes = new byte[s.Length];
+        s.ReadExactly(bytes);
+        return bytes;
+    }
+
+    public CudaKernels(CudaBackend b)
+    {
+        b.Bind();
+        var image = Image();
+        nint loaded;
+        fixed (byte* p = image) Check(cuModuleLoadData(&loaded, p), "cuModuleLoadData (the embedded fatbin)");
+        nint module = loaded;
+        nint F(string name)
+        {
+            nint fn;
+            var bytes = Encoding.ASCII.GetBytes(name + "\0");
+            fixed (byte* n = bytes) Check(cuModuleGetFunction(&fn, module, n), $"cuModuleGetFunction({name})");
+            return fn;
+        }
+        Fill = F("k_fill"); Unary = F("k_unary"); Binary = F("k_binary"); Glu = F("k_glu"); Cast = F("k_cast"); CopyNd = F("k_copy_nd");
+        Gather = F("k_gather"); TakeAlong = F("k_take_along"); ScatterAdd = F("k_scatter_add");
+        RmsNorm = F("k_rmsnorm"); LayerNorm = F("k_layernorm"); Softmax = F("k_softmax"); TopK = F("k_topk"); Reduce = F("k_reduce");
+        ReduceRows = F("k_reduce_rows"); MatchMagnitude = F("k_match_magnitude"); GaussianTopK = F("k_gaussian_topk");
+        AltUpPredict = F("k_altup_predict"); AltUpCorrect = F("k_altup_correct");
+        GemvF32 = F("k_gemv_f32"); GemvBF16 = F("k_gemv_bf16"); GemvF16 = F("k_gemv_f16"); GemvFp8 = F("k_gemv_fp8"); GemvQ8 = F("k_gemv_q8");
+        GemvMxfp4 = F("k_gemv_mxfp4"); GemvGeneric = F("k_gemv_generic"); GemvColMajor = F("k_gemv_colmajor"); Gemm = F("k_gemm");
+        MoeGemv = F("k_moe_gemv"); MoeSort = F("k_moe_sort");
+        Rope = F("k_rope"); CacheWrite = F("k_cache_write"); AttentionD128 = F("k_attention_d128"); AttentionD256 = F("k_attention_d256");
+        AttentionD576 = F("k_attention_d576"); AttentionCombine = F("k_attention_combine");
+        Conv1d = F("k_conv1d"); DeltaRule = F("k_delta_rule");
+        RepPenalty = F("k_rep_penalty"); ArgMax = F("k_argmax"); Sample = F("k_sample"); MarkSeen = F("k_mark_seen");
+    }
+}
