@@ -10,12 +10,13 @@ namespace LlmArch.Cli.Commands;
 public sealed class BenchCommand : ICommand
 {
     public string Name => "bench";
-    public string Summary => "throughput: bench --model <dir> [--prompt-tokens 512] [--gen-tokens 128] [--threads N] [--quant bf16|q8_0] [--repeat 3] [--copy] [--json] | bench --memory";
+    public string Summary => "throughput: bench --model <dir> [--prompt-tokens 512] [--gen-tokens 128] [--batch 1] [--threads N] [--quant bf16|q8_0] [--repeat 3] [--copy] [--device cpu|cuda[:N]] [--dtype f32|bf16] [--json] | bench --memory [--device cuda]";
     public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json", "memory", "kernels", "copy" };
 
     public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
     {
         bool json = args.Has("json"), memory = args.Has("memory");
+        var spec = DeviceOption.Read(args);
         int threads = args.GetInt("threads", CpuThreadPool.DefaultThreads());
         if (threads < 1) throw new LlmArchInputException($"option --threads: must be >= 1 (got {threads})");
         var inv = CultureInfo.InvariantCulture;
@@ -28,8 +29,15 @@ public sealed class BenchCommand : ICommand
         }
         if (memory)
         {
-            long mb = args.GetLong("memory-mb", 1024);
+            long mb = args.GetLong("memory-mb", spec.Device is null ? 1024 : 4096);
             args.RejectUnknown();
+            if (DeviceOption.Create(spec) is Compute.Cuda.CudaBackend gpu)
+            {
+                double copyBw = gpu.MeasureCopyBandwidth(mb << 20);
+                if (json) stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["device"] = gpu.Name, ["copy_gb_per_s"] = copyBw / 1e9 }));
+                else stdout.WriteLine(string.Create(inv, $"{gpu.Name}: device-to-device copy {copyBw / 1e9:F0} GB/s (bytes read + written, {mb} MiB buffers, best of 10)"));
+                return 0;
+            }
             if (mb < 16) throw new LlmArchInputException($"option --memory-mb: must be >= 16 (got {mb})");
             double bw = Benchmark.MemoryBandwidth(threads, mb << 20);
             if (json) stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object> { ["threads"] = threads, ["read_gb_per_s"] = bw / 1e9 }));
@@ -37,7 +45,7 @@ public sealed class BenchCommand : ICommand
             return 0;
         }
         string dir = args.Require("model");
-        int prompt = args.GetInt("prompt-tokens", 512), gen = args.GetInt("gen-tokens", 128), repeat = args.GetInt("repeat", 3);
+        int prompt = args.GetInt("prompt-tokens", 512), gen = args.GetInt("gen-tokens", 128), repeat = args.GetInt("repeat", 3), batch = args.GetInt("batch", 1);
         string quantName = args.Get("quant") ?? "none";
         bool copy = args.Has("copy");
         args.RejectUnknown();
@@ -47,7 +55,9 @@ public sealed class BenchCommand : ICommand
             "q8_0" or "q8" => DType.Q8_0,
             _ => throw new LlmArchInputException($"option --quant: '{quantName}' is not one of bf16 (as stored), q8_0"),
         };
-        var r = Benchmark.Run(dir, threads, quant, prompt, gen, repeat, copy: copy);
+        var device = DeviceOption.Create(spec);
+        var r = Benchmark.Run(dir, threads, quant, prompt, gen, repeat, copy: copy, device: device, batch: batch);
+        var gpuMem = (device as Compute.Cuda.CudaBackend)?.MemoryUse();
         if (json)
         {
             stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
@@ -60,6 +70,8 @@ public sealed class BenchCommand : ICommand
                 ["decode_gb_per_s"] = r.DecodeGBPerSecond, ["weight_bytes_per_token"] = r.WeightBytesPerToken,
                 ["kv_bytes_per_token"] = r.KvBytesPerToken, ["peak_rss_bytes"] = r.PeakRssBytes,
                 ["alloc_bytes_per_token"] = r.AllocatedBytesPerToken, ["alloc_bytes_per_token_thread"] = r.AllocatedBytesPerTokenThread,
+                ["batch"] = r.Batch, ["device"] = device?.Name ?? "cpu",
+                ["gpu_weight_bytes"] = gpuMem?.Weights ?? 0, ["gpu_kv_state_bytes"] = gpuMem?.Persistent ?? 0, ["gpu_workspace_bytes"] = gpuMem?.Scratch ?? 0,
             }, new JsonSerializerOptions { WriteIndented = true }));
         }
         else
@@ -68,6 +80,8 @@ public sealed class BenchCommand : ICommand
             stdout.WriteLine(string.Create(inv, $"prefill {r.PromptTokens} tokens: {r.PrefillTokensPerSecond:F1} tok/s (median {r.PrefillTokensPerSecondMedian:F1}), {r.PrefillGflopPerSecond:F1} GFLOP/s"));
             stdout.WriteLine(string.Create(inv, $"decode {r.GenTokens} tokens: {r.DecodeTokensPerSecond:F2} tok/s (median {r.DecodeTokensPerSecondMedian:F2}), {r.DecodeGBPerSecond:F1} GB/s ({(r.WeightBytesPerToken + r.KvBytesPerToken) / 1e6:F0} MB/token: weights {r.WeightBytesPerToken / 1e6:F0} + KV {r.KvBytesPerToken / 1e6:F1})"));
             stdout.WriteLine(string.Create(inv, $"peak RSS {r.PeakRssBytes / 1e6:F0} MB; managed allocation per decoded token: {r.AllocatedBytesPerToken:F0} B (decode thread {r.AllocatedBytesPerTokenThread:F0} B)"));
+            if (gpuMem is { } g)
+                stdout.WriteLine(string.Create(inv, $"{device!.Name}: batch {r.Batch}; GPU memory: weights {g.Weights / 1e9:F2} GB, KV/state {g.Persistent / 1e9:F2} GB, workspace {g.Scratch / 1e9:F2} GB; {g.Free / 1e9:F1} GB free of {g.Total / 1e9:F1} GB"));
         }
         return 0;
     }

@@ -14,7 +14,7 @@ namespace LlmArch.Cli.Commands;
 public sealed class ChatCommand : ICommand
 {
     public string Name => "chat";
-    public string Summary => "interactive chat: chat --model <dir> [--system \"...\"] [--max-new-tokens N] [sampling flags] [--enable-thinking true|false]";
+    public string Summary => "interactive chat: chat --model <dir> [--system \"...\"] [--max-new-tokens N] [sampling flags] [--device cpu|cuda[:N]] [--dtype f32|bf16] [--enable-thinking true|false]";
     public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "greedy" };
 
     public int Run(CliArgs args, TextWriter stdout, TextWriter stderr) => Run(args, Console.In, stdout, stderr);
@@ -28,6 +28,7 @@ public sealed class ChatCommand : ICommand
         string? thinking = args.Get("enable-thinking");
         var gen = GenerationConfig.TryLoad(dir);
         var sampling = RunCommand.ParseSampling(args, gen, args.Has("greedy"));
+        var spec = DeviceOption.Read(args);
         args.RejectUnknown();
         var extra = new Dictionary<string, object?>();
         if (thinking is not null)
@@ -39,7 +40,7 @@ public sealed class ChatCommand : ICommand
 
         var tok = Tokenizer.Load(tokDir);
         var template = ChatTemplate.Load(tokDir);
-        var model = ModelLoader.Load(dir);
+        var model = ModelLoader.Load(dir, DeviceOption.Create(spec));
         var eos = RunCommand.StopIds(model, gen, tok);
         var messages = new List<object?>();
         if (system is not null) messages.Add(ChatTemplate.Message("system", system));

@@ -15,7 +15,7 @@ namespace LlmArch.Cli.Commands;
 public sealed class InfoCommand : ICommand
 {
     public string Name => "info";
-    public string Summary => "describe one model: info --model <dir> | --preset <name> [--json] [--context N] [--kv-dtype bf16|fp8|f32]";
+    public string Summary => "describe one model: info --model <dir> | --preset <name> [--json] [--context N] [--kv-dtype bf16|fp8|f32] [--device cuda[:N]]";
     public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json" };
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
@@ -27,6 +27,7 @@ public sealed class InfoCommand : ICommand
         bool json = args.Has("json");
         long context = args.GetLong("context", 32768);
         var dtype = KvCacheDTypes.Parse(args.Get("kv-dtype") ?? "bf16");
+        var spec = DeviceOption.Read(args);
         args.RejectUnknown();
         if (args.Positionals.Count > 0) throw new LlmArchInputException($"unexpected argument '{args.Positionals[0]}' (use --model <dir> or --preset <name>)");
         if ((dir is null) == (preset is null)) throw new LlmArchInputException("info needs exactly one of --model <dir> or --preset <name>");
@@ -50,7 +51,29 @@ public sealed class InfoCommand : ICommand
             return 0;
         }
         Write(stdout, a, context, dtype);
+        if (spec.Device is not null && DeviceOption.Create(spec) is Compute.Cuda.CudaBackend gpu)
+        {
+            if (dir is null) throw new LlmArchInputException("--device reports GPU memory of a loaded model: use --model <dir>");
+            WriteGpuMemory(stdout, gpu, dir, a, context);
+        }
         return 0;
+    }
+
+    /// <summary>Loads the model on the GPU with a one-sequence cache of the context and runs one step: what it takes there.</summary>
+    private static void WriteGpuMemory(TextWriter w, Compute.Cuda.CudaBackend gpu, string dir, ModelAnalysis a, long context)
+    {
+        var model = ModelLoader.Load(dir, gpu);
+        int tokens = (int)Math.Min(context, model.MaxPositions);
+        var before = gpu.MemoryUse();
+        var cache = model.CreateCache(1, tokens);
+        var kv = gpu.MemoryUse().Persistent - before.Persistent;
+        model.Forward(new int[Math.Min(8, tokens)], 1, cache, lastOnly: true);
+        var m = gpu.MemoryUse();
+        w.WriteLine($"GPU memory ({gpu.Name})");
+        w.WriteLine($"  {"weights",-18} {AnalysisFormat.Bytes(m.Weights)}" + (a.FileBytes > 0 ? $" (checkpoint {AnalysisFormat.Bytes(a.FileBytes)})" : ""));
+        w.WriteLine($"  {"KV cache + state",-18} {AnalysisFormat.Bytes(kv)} for one sequence of {tokens} tokens (fp32)");
+        w.WriteLine($"  {"workspace",-18} {AnalysisFormat.Bytes(m.Scratch)} (scratch of an 8-token step)");
+        w.WriteLine($"  {"device",-18} {AnalysisFormat.Bytes(m.Free)} free of {AnalysisFormat.Bytes(m.Total)}");
     }
 
     /// <summary>Loads the checkpoint (memory-mapped) and analyses the loaded model's weight records.</summary>

@@ -7,14 +7,14 @@ using LlmArch.Tokenization;
 namespace LlmArch.Cli.Commands;
 
 /// <summary>
-/// <c>llmarch run --model &lt;dir&gt; (--prompt "text" | --prompt-ids 1,2,3) [--max-new-tokens N] [sampling flags]
+/// <c>llmarch run --model &lt;dir&gt; (--prompt "text" | --prompt-ids 1,2,3) [--max-new-tokens N] [sampling flags] [--device cpu|cuda[:N]] [--dtype f32|bf16]
 /// [--chat] [--speculative mtp]</c>: generates and streams text (or ids), then reports prefill and decode speed on
 /// stderr. Several id prompts: separate them with ';' (a batch).
 /// </summary>
 public sealed class RunCommand : ICommand
 {
     public string Name => "run";
-    public string Summary => "generate: run --model <dir> (--prompt \"text\" [--chat] | --prompt-ids 1,2,3) [--max-new-tokens N] [--temperature T --top-k K --top-p P --min-p M --repetition-penalty R --seed S] [--speculative mtp]";
+    public string Summary => "generate: run --model <dir> (--prompt \"text\" [--chat] | --prompt-ids 1,2,3) [--max-new-tokens N] [--temperature T --top-k K --top-p P --min-p M --repetition-penalty R --seed S] [--speculative mtp] [--device cpu|cuda[:N]] [--dtype f32|bf16]";
     public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "greedy", "quiet", "chat" };
 
     public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
@@ -31,6 +31,7 @@ public sealed class RunCommand : ICommand
         bool greedy = args.Has("greedy");
         bool quiet = args.Has("quiet");
         var sampling = ParseSampling(args, gen, greedy);
+        var spec = DeviceOption.Read(args);
         args.RejectUnknown();
         if ((text is null) == (idsArg is null)) throw new LlmArchInputException("give exactly one of --prompt \"text\" or --prompt-ids 1,2,3");
         if (speculative is not null and not "mtp") throw new LlmArchInputException($"--speculative '{speculative}' is not supported (supported: mtp)");
@@ -51,7 +52,7 @@ public sealed class RunCommand : ICommand
             if (prompts.Count == 0) throw new LlmArchInputException("--prompt-ids is empty");
         }
 
-        var model = ModelLoader.Load(dir);
+        var model = ModelLoader.Load(dir, DeviceOption.Create(spec));
         var eos = StopIds(model, gen, tok);
         var detok = tok?.CreateStreamingDetokenizer(skipSpecialTokens: true);
         void Emit(int token)

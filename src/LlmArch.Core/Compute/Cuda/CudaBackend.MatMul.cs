@@ -244,11 +244,11 @@ public sealed unsafe partial class CudaBackend
         }
         t = new ExpertTables { Aligned = aligned };
         t.Data = Malloc(E * 8, "expert table");
-        fixed (ulong* p = data) Check(cuMemcpyHtoD(t.Data, p, (nuint)(E * 8)), "cuMemcpyHtoD");
+        fixed (ulong* p = data) CopyToDevice(t.Data, p, E * 8, "expert table");
         if (w.Experts[0].Scales is not null)
         {
             t.Scales = Malloc(E * 8, "expert scale table");
-            fixed (ulong* p = scales) Check(cuMemcpyHtoD(t.Scales, p, (nuint)(E * 8)), "cuMemcpyHtoD");
+            fixed (ulong* p = scales) CopyToDevice(t.Scales, p, E * 8, "expert scale table");
         }
         PersistentBytes += E * 16;
         w.DeviceData = t;

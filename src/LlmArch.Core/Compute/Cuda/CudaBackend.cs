@@ -230,7 +230,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         Bind();
         long bytes = host.ByteCount;
         ulong p = Malloc(bytes, $"weight '{host.Name}'");
-        if (bytes > 0) Check(cuMemcpyHtoD(p, (void*)host.Ptr, (nuint)bytes), $"upload of weight '{host.Name}'");
+        if (bytes > 0) CopyToDevice(p, (void*)host.Ptr, bytes, $"upload of weight '{host.Name}'");
         WeightBytes += bytes;
         var t = new Tensor(host.DType, host.Shape, (nint)p, new DeviceBuffer(this, p, bytes), host.Name) { Device = DeviceKind.Cuda, ColumnMajor = host.ColumnMajor };
         if (host.Scales is not null) BlockScales.Attach(t, PlaceWeight(host.Scales), host.ScaleBlock.Rows, host.ScaleBlock.Cols);
@@ -279,13 +279,24 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         ulong dst = (ulong)x.Ptr + (ulong)(offset * sizeof(T));
         if (bytes > _up.Bytes / 2)
         {
-            // Large uploads (tables built at load) go synchronously from the caller's memory.
-            fixed (T* src = values) Check(cuMemcpyHtoD(dst, src, (nuint)bytes), "cuMemcpyHtoD");
+            // Large uploads (tables built at load) go straight from the caller's memory.
+            if (_capturing) throw new InvalidOperationException("a large host upload inside a captured step");
+            fixed (T* src = values) CopyToDevice(dst, src, bytes, "upload");
             return;
         }
         void* stage = StageUpload(bytes);
         fixed (T* src = values) Buffer.MemoryCopy(src, stage, bytes, bytes);
         Check(cuMemcpyHtoDAsync(dst, stage, (nuint)bytes, _stream), "cuMemcpyHtoDAsync");
+    }
+
+    /// <summary>
+    /// A host-to-device copy on this backend's stream, complete on return (the stream does not synchronize with the
+    /// legacy default stream, so the driver's synchronous copies could overtake queued kernels).
+    /// </summary>
+    internal void CopyToDevice(ulong dst, void* src, long bytes, string what)
+    {
+        Check(cuMemcpyHtoDAsync(dst, src, (nuint)bytes, _stream), what);
+        Check(cuStreamSynchronize(_stream), what);
     }
 
     private long _upOffset;
@@ -400,6 +411,40 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         _up.Dispose();
         _down.Dispose();
         GC.SuppressFinalize(this);
+    }
+
+    /// <summary>
+    /// Device-to-device copy bandwidth, counting bytes read plus bytes written (the ceiling a decode step is compared
+    /// with): best of 10 copies of <paramref name="bytes"/>, timed with events.
+    /// </summary>
+    public double MeasureCopyBandwidth(long bytes = 4L << 30)
+    {
+        Bind();
+        Flush();
+        ulong a = Malloc(bytes, "bandwidth source"), b = Malloc(bytes, "bandwidth target");
+        nint e0, e1;
+        Check(cuEventCreate(&e0, 0), "cuEventCreate");
+        Check(cuEventCreate(&e1, 0), "cuEventCreate");
+        try
+        {
+            Check(cuMemsetD8Async(a, 1, (nuint)bytes, _stream), "cuMemsetD8Async");
+            double best = 0;
+            for (int i = 0; i < 12; i++)
+            {
+                Check(cuEventRecord(e0, _stream), "cuEventRecord");
+                Check(cuMemcpyDtoDAsync(b, a, (nuint)bytes, _stream), "cuMemcpyDtoDAsync");
+                Check(cuEventRecord(e1, _stream), "cuEventRecord");
+                Check(cuEventSynchronize(e1), "cuEventSynchronize");
+                float ms;
+                Check(cuEventElapsedTime(&ms, e0, e1), "cuEventElapsedTime");
+                if (i >= 2) best = Math.Max(best, 2.0 * bytes / (ms / 1e3));
+            }
+            return best;
+        }
+        finally
+        {
+            cuMemFree(a); cuMemFree(b);
+        }
     }
 
     /// <summary>GPU memory in use by this backend, by kind, and the device's free memory.</summary>
