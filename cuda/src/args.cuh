@@ -150,3 +150,16 @@ struct SampleArgs {
     int V;
     int pad_;
 };
+
+// One tensor of k_rowprog: optional RMSNorm x -> y, then optional RoPE in place on y (rows = tokens x heads).
+struct RowProg {
+    const float* x;
+    float* y;
+    const float* w;
+    const float* cosT;
+    const float* sinT;
+    const int* pos;
+    int rows, dim, norm, rope, heads, rot, interleaved;
+    float eps, offset;
+    int pad_;
+};

@@ -26,20 +26,66 @@ extern "C" __global__ void k_rope(float* x, int N, int H, int D, const int* pos,
     }
 }
 
-// dst [slots, cap, row] ← src [N, row] at (slot of token n's sequence, its position, modulo cap for a ring).
-extern "C" __global__ void k_cache_write(float* dst, const float* src, int N, int row, const int* pos, const int* seq, const int* table, int cap, int ring) {
-    long long total = (long long)N * row;
+// dst [slots, cap, row] ← src [N, row] at (slot of token n's sequence, its position, modulo cap for a ring); keys and
+// (when dstV is set) values in one launch.
+extern "C" __global__ void k_cache_write(float* dst, const float* src, int row, float* dstV, const float* srcV, int rowV,
+                                         int N, const int* pos, const int* seq, const int* table, int cap, int ring) {
+    long long nk = (long long)N * row, total = nk + (dstV ? (long long)N * rowV : 0);
     for (long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
-        int n = (int)(e / row), i = (int)(e % row);
+        bool isV = e >= nk;
+        long long f = isV ? e - nk : e;
+        int w = isV ? rowV : row;
+        int n = (int)(f / w), i = (int)(f % w);
         int s = seq[n], p = pos[n];
         int slot = table[4 * s], start = table[4 * s + 1], count = table[4 * s + 2];
         if (ring) { if (p < start + count - cap) continue; }
         else if (p >= cap) continue;
         int r = ring ? p % cap : p;
-        dst[((long long)slot * cap + r) * row + i] = src[e];
+        if (isV) dstV[((long long)slot * cap + r) * rowV + i] = srcV[f];
+        else dst[((long long)slot * cap + r) * row + i] = src[f];
     }
 }
 
+// Row programs: for each of up to two tensors, per row an optional RMSNorm (x -> y with weight (offset + w)) and then an
+// optional RoPE in place on y (rows are [token, head]; the token's position from device memory). One block per row
+// over both tensors: QK-norm + RoPE of q and k in one launch (or RoPE of q and k alone).
+extern "C" __global__ void k_rowprog(RowProg p0, RowProg p1, int n) {
+    __shared__ float sh[32];
+    __shared__ float buf[1024];
+    int row = blockIdx.x;
+    RowProg p;
+    if (n == 2 && row >= p0.rows) { p = p1; row -= p0.rows; } else p = p0;
+    if (row >= p.rows) return;
+    const float* xr = p.x + (long long)row * p.dim;
+    float* yr = p.y + (long long)row * p.dim;
+    bool staged = p.dim <= 1024;
+    if (p.norm) {
+        float s = 0.f;
+        for (int i = threadIdx.x; i < p.dim; i += blockDim.x) { float v = xr[i]; s += v * v; }
+        s = block_sum(s, sh);
+        float inv = 1.f / sqrtf(s / p.dim + p.eps);
+        for (int i = threadIdx.x; i < p.dim; i += blockDim.x) {
+            float v = xr[i] * inv * (p.w ? p.offset + p.w[i] : 1.f);
+            if (staged && p.rope) buf[i] = v; else yr[i] = v;
+        }
+    } else if (p.rope && staged) {
+        for (int i = threadIdx.x; i < p.dim; i += blockDim.x) buf[i] = xr[i];
+    }
+    if (!p.rope) return;
+    __syncthreads();
+    int half = p.rot / 2;
+    int pos = p.pos[row / p.heads];
+    float* src = staged ? buf : yr;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float c = p.cosT[(long long)pos * half + i], sn = p.sinT[(long long)pos * half + i];
+        int i0 = p.interleaved ? 2 * i : i, i1 = p.interleaved ? 2 * i + 1 : i + half;
+        float a = src[i0], b = src[i1];
+        yr[i0] = a * c - b * sn;
+        yr[i1] = b * c + a * sn;
+    }
+    if (staged)
+        for (int i = p.rot + threadIdx.x; i < p.dim; i += blockDim.x) yr[i] = src[i];
+}
 
 template <int KPL, int VPL, int RB>
 __device__ __forceinline__ void attention_impl(const AttnArgs& a) {

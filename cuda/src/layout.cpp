@@ -26,5 +26,7 @@ int main() {
     F(AttnArgs, chunk); F(AttnArgs, tempLen); F(AttnArgs, rowsPerBlock); F(AttnArgs, splits); F(AttnArgs, keysPerSplit);
     SZ(SampleArgs); F(SampleArgs, logits); F(SampleArgs, out); F(SampleArgs, seen); F(SampleArgs, seed); F(SampleArgs, step); F(SampleArgs, invTemperature);
     F(SampleArgs, topP); F(SampleArgs, minP); F(SampleArgs, topK); F(SampleArgs, V);
+    SZ(RowProg); F(RowProg, x); F(RowProg, y); F(RowProg, w); F(RowProg, cosT); F(RowProg, sinT); F(RowProg, pos); F(RowProg, rows); F(RowProg, dim);
+    F(RowProg, norm); F(RowProg, rope); F(RowProg, heads); F(RowProg, rot); F(RowProg, interleaved); F(RowProg, eps); F(RowProg, offset);
     return 0;
 }

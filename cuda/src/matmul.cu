@@ -205,27 +205,40 @@ __device__ __forceinline__ void gemv_vec_impl(const GemvArgs& a) {
         long long row = local;
         long long chunks = a.K / V;
         int step = 32 * a.wpr;
-        for (long long c = wInRow * 32 + lane; c < chunks; c += step) {
-            float wv[2][V];
-            L::load(w0, row, c, wv[0]);
-            if (a.pairMode) L::load(w1, row, c, wv[1]);
-            int k0 = (int)(c * V);
+        // U chunks per lane in flight before the first use (the loads are what decode waits for).
+        constexpr int U = V <= 8 ? 4 : V == 16 ? 2 : 1;
+        for (long long c0 = wInRow * 32 + lane; c0 < chunks; c0 += (long long)U * step) {
+            float wv[U][2][V];
 #pragma unroll
-            for (int m = 0; m < GEMV_MAXM; m++) {
-                if (m >= a.M) break;
-                const float4* xp = (const float4*)(a.x + (long long)m * a.K + k0);
-                float xv[V];
-#pragma unroll
-                for (int i = 0; i < V / 4; i++) { float4 t = __ldg(xp + i); xv[4 * i] = t.x; xv[4 * i + 1] = t.y; xv[4 * i + 2] = t.z; xv[4 * i + 3] = t.w; }
-                if (a.normMode) {
-#pragma unroll
-                    for (int i = 0; i < V; i++) { xv[i] *= inv[m]; if (a.normMode == 2) xv[i] *= a.normOffset + a.normW[k0 + i]; }
+            for (int u = 0; u < U; u++) {
+                long long c = c0 + (long long)u * step;
+                if (c < chunks) {
+                    L::load(w0, row, c, wv[u][0]);
+                    if (a.pairMode) L::load(w1, row, c, wv[u][1]);
                 }
-                float s0 = 0.f, s1 = 0.f;
+            }
 #pragma unroll
-                for (int i = 0; i < V; i++) { s0 = fmaf(wv[0][i], xv[i], s0); if (a.pairMode) s1 = fmaf(wv[1][i], xv[i], s1); }
-                acc[0][m] += s0;
-                if (a.pairMode) acc[1][m] += s1;
+            for (int u = 0; u < U; u++) {
+                long long c = c0 + (long long)u * step;
+                if (c >= chunks) break;
+                int k0 = (int)(c * V);
+#pragma unroll
+                for (int m = 0; m < GEMV_MAXM; m++) {
+                    if (m >= a.M) break;
+                    const float4* xp = (const float4*)(a.x + (long long)m * a.K + k0);
+                    float xv[V];
+#pragma unroll
+                    for (int i = 0; i < V / 4; i++) { float4 t = __ldg(xp + i); xv[4 * i] = t.x; xv[4 * i + 1] = t.y; xv[4 * i + 2] = t.z; xv[4 * i + 3] = t.w; }
+                    if (a.normMode) {
+#pragma unroll
+                        for (int i = 0; i < V; i++) { xv[i] *= inv[m]; if (a.normMode == 2) xv[i] *= a.normOffset + a.normW[k0 + i]; }
+                    }
+                    float s0 = 0.f, s1 = 0.f;
+#pragma unroll
+                    for (int i = 0; i < V; i++) { s0 = fmaf(wv[u][0][i], xv[i], s0); if (a.pairMode) s1 = fmaf(wv[u][1][i], xv[i], s1); }
+                    acc[0][m] += s0;
+                    if (a.pairMode) acc[1][m] += s1;
+                }
             }
         }
     }

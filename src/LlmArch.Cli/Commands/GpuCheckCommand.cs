@@ -46,7 +46,7 @@ public sealed class GpuCheckCommand : ICommand
             var m = CheckModel(dir, index, steps);
             modelResults.Add(m);
             ok &= (bool)m["pass"]!;
-            stdout.WriteLine(string.Create(inv, $"{((bool)m["pass"]! ? "PASS" : "FAIL")} model {m["name"]}: graph replays {m["replays"]}, graph vs eager bitwise {m["graph_bitwise"]}, fused vs plain {m["fused_vs_plain"]:G3}, cuda vs cpu {m["cuda_vs_cpu"]:G3}, tokens equal {m["tokens_equal"]}{(m["error"] is string e ? " - " + e : "")}"));
+            stdout.WriteLine(string.Create(inv, $"{((bool)m["pass"]! ? "PASS" : "FAIL")} model {m["name"]}: graph replays {m["replays"]}, graph vs eager bitwise {m["graph_bitwise"]}, fused vs plain {m["fused_vs_plain"]:G3}, cuda vs cpu {m["cuda_vs_cpu"]:G3}, tokens equal {m["tokens_equal"]}{(m.TryGetValue("error", out var e) ? " - " + e : "")}"));
         }
         if (json)
             stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>

@@ -71,7 +71,7 @@ public static class Benchmark
         var step = new int[batch];
         var cache = model.CreateCache(batch, promptTokens + genTokens);
         // On a GPU the next tokens are picked on the device (only the ids come back).
-        using var sampler = backend.Fused<IFusedSampling>()?.CreateSampler(batch, V, default);
+        using var sampler = backend.Fused<IFusedSampling>()?.CreateSampler(batch, V, DeviceSamplingOptions.Greedy);
 
         // Warm-up: let the JIT reach its optimized tier on every kernel (short runs, a pause for tier-up).
         for (int w = 0; w < 3; w++)

@@ -18,7 +18,19 @@ public sealed unsafe partial class CudaBackend
     private readonly record struct PendingNorm(Tensor X, Tensor? W, Tensor Y, float Eps, float Offset);
     private struct PendingGemv { public Tensor W; public Tensor? Bias; public Tensor Y; }
 
-    private PendingNorm? _pendingNorm;
+    /// <summary>A deferred row program: RMSNorm x → y and/or RoPE in place on y (see k_rowprog).</summary>
+    private struct RowEntry
+    {
+        public Tensor X, Y;
+        public Tensor? W;
+        public float Eps, Offset;
+        public bool Norm, Rope, Interleaved;
+        public int Rows, Dim, Heads, Rot;
+        public nint Cos, Sin, Pos;
+    }
+
+    private readonly RowEntry[] _rows = new RowEntry[2];
+    private int _rowCount;
     private readonly PendingGemv[] _gemv = new PendingGemv[4];
     private int _gemvCount, _gemvM, _gemvK;
     private bool _gemvVec;
@@ -26,16 +38,56 @@ public sealed unsafe partial class CudaBackend
     private Tensor? _gemvX;
     private PendingNorm? _gemvNorm;
 
-    /// <summary>Runs deferred work: the queued GEMVs, then a pending RMSNorm.</summary>
+    /// <summary>Runs deferred work: the queued GEMVs, then the pending row programs (norms, RoPE).</summary>
     internal void Flush()
     {
         if (_gemvCount > 0) LaunchGemvQueue(null, null, default);
-        if (_pendingNorm is { } pn)
-        {
-            _pendingNorm = null;
-            LaunchRmsNorm(pn.X, pn.W, pn.Y, pn.Eps, pn.Offset);
-        }
+        if (_rowCount > 0) LaunchRows();
     }
+
+    /// <summary>The single pending plain RMSNorm of at most 8 rows (what a GEMV prologue can absorb), or null.</summary>
+    private PendingNorm? _pendingNorm
+    {
+        get => _rowCount == 1 && _rows[0].Norm && !_rows[0].Rope && _rows[0].Rows <= 8
+            ? new PendingNorm(_rows[0].X, _rows[0].W, _rows[0].Y, _rows[0].Eps, _rows[0].Offset) : null;
+        set { if (value is null) { _rowCount = 0; _rows[0] = default; } }
+    }
+
+    private bool OverlapsPendingRows(Tensor t)
+    {
+        for (int i = 0; i < _rowCount; i++)
+            if (Overlaps(t, _rows[i].Y) || Overlaps(t, _rows[i].X)) return true;
+        return false;
+    }
+
+    /// <summary>Queues a row program; runs what is pending first when it would conflict or the queue is full.</summary>
+    private void QueueRow(in RowEntry e)
+    {
+        if (_gemvCount > 0) LaunchGemvQueue(null, null, default);
+        if (_rowCount == _rows.Length || OverlapsPendingRows(e.X) || OverlapsPendingRows(e.Y)) LaunchRows();
+        _rows[_rowCount++] = e;
+    }
+
+    private void LaunchRows()
+    {
+        int n = _rowCount;
+        _rowCount = 0;
+        var p0 = Prog(_rows[0]);
+        var p1 = n > 1 ? Prog(_rows[1]) : default;
+        _rows[0] = _rows[1] = default;
+        int total = p0.Rows + (n > 1 ? p1.Rows : 0);
+        if (total == 0) return;
+        int dim = Math.Max(p0.Dim, p1.Dim);
+        void** args = stackalloc void*[] { &p0, &p1, &n };
+        Launch(_k.RowProg, (uint)total, 1, 1, dim >= 512 ? 256u : 128u, 0, args, "k_rowprog");
+    }
+
+    private static RowProg Prog(in RowEntry e) => new()
+    {
+        X = (ulong)e.X.Ptr, Y = (ulong)e.Y.Ptr, W = (ulong)(e.W?.Ptr ?? 0), CosT = (ulong)e.Cos, SinT = (ulong)e.Sin, Pos = (ulong)e.Pos,
+        Rows = e.Rows, Dim = e.Dim, Norm = e.Norm ? 1 : 0, Rope = e.Rope ? 1 : 0, Heads = Math.Max(1, e.Heads), Rot = e.Rot,
+        Interleaved = e.Interleaved ? 1 : 0, Eps = e.Eps, Offset = e.Offset,
+    };
 
     public Tensor MatMul(Tensor x, Tensor w, Tensor? bias = null)
     {
@@ -60,7 +112,7 @@ public sealed unsafe partial class CudaBackend
                 return y;
             }
             if (_gemvCount > 0) LaunchGemvQueue(null, null, default);
-            if (_pendingNorm is not null && !fromNorm) Flush();
+            if (_rowCount > 0 && !fromNorm) LaunchRows();
             _gemvNorm = fromNorm ? _pendingNorm : null;
             _pendingNorm = null;
             _gemvX = x; _gemvM = M; _gemvK = K; _gemvVec = vec; _gemvDType = w.DType;
@@ -169,7 +221,7 @@ public sealed unsafe partial class CudaBackend
         y = null!;
         if (!Options.Fuse || _gemvCount != 2 || _gemv[0].Y.Ptr != gate.Ptr || _gemv[1].Y.Ptr != up.Ptr
             || gate.Count != up.Count || _gemv[0].Y.Count != gate.Count || _gemv[1].Y.Count != up.Count
-            || _gemv[0].W.Shape[0] != _gemv[1].W.Shape[0] || _pendingNorm is not null) return false;
+            || _gemv[0].W.Shape[0] != _gemv[1].W.Shape[0] || _rowCount > 0) return false;
         y = Empty(gate.Shape);
         LaunchGemvQueue(null, y, act);
         return true;
@@ -183,7 +235,7 @@ public sealed unsafe partial class CudaBackend
         if (!Options.Fuse || _gemvCount != 1 || _gemv[0].Y.Ptr != b.Ptr || _gemv[0].Y.Count != b.Count || a.Count != b.Count) return false;
         // The epilogue writes a while other blocks still read the input: only when they cannot overlap.
         if (Overlaps(a, _gemvX!) || _gemvNorm is { } nm && Overlaps(a, nm.X) || Overlaps(a, b)) return false;
-        if (_pendingNorm is not null) return false;
+        if (_rowCount > 0) return false;
         LaunchGemvQueue(a, null, default);
         return true;
     }

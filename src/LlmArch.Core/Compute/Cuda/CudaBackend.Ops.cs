@@ -143,14 +143,16 @@ public sealed unsafe partial class CudaBackend
     {
         RequireF32(x, "norm input"); RequireF32(w, "norm weight");
         if (w is not null && w.Count != x.Shape.Last) throw new ArgumentException($"norm weight {w.Shape} for {x.Shape}");
-        Begin();
+        Bind();
         var y = Empty(x.Shape);
-        if (Options.Fuse && x.Shape.Rows <= 8 && x.Count > 0)
+        if (Options.Fuse && x.Count > 0 && x.Shape.Last <= 8192)
         {
-            // Deferred: the next GEMV reading y normalizes x in its prologue (and writes y); anything else runs it plainly.
-            _pendingNorm = new PendingNorm(x, w, y, eps, offset);
+            // Deferred: a GEMV reading y normalizes x in its prologue (and writes y); a RoPE of y joins it (QK-norm +
+            // RoPE); anything else runs it (with the other pending row program, in one launch).
+            QueueRow(new RowEntry { X = x, Y = y, W = w, Eps = eps, Offset = offset, Norm = true, Rows = checked((int)x.Shape.Rows), Dim = x.Shape.Last });
             return y;
         }
+        Flush();
         LaunchRmsNorm(x, w, y, eps, offset);
         return y;
     }

@@ -13,11 +13,29 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
         int N = x.Shape[0], H = x.Shape[1], D = x.Shape[2];
         if (x.Shape.Rank != 3 || N != batch.Tokens) throw new ArgumentException($"rope: x {x.Shape} for {batch.Tokens} tokens");
         if (table.RotaryDim > D) throw new ArgumentException($"rotary dim {table.RotaryDim} > head dim {D}");
-        Begin();
+        Bind();
         if (table.Cos is null || table.Positions < batch.MaxEnd || table.Cos.Device != DeviceKind.Cuda) table.Ensure(this, batch.MaxEnd);
         int rot = table.RotaryDim, il = interleaved ? 1 : 0;
         long total = (long)N * H * (rot / 2);
         if (total == 0) return;
+        if (Options.Fuse && D <= 8192)
+        {
+            // Joins a pending norm of x (QK-norm + RoPE), else queues as its own row program.
+            for (int i = 0; i < _rowCount; i++)
+                if (_rows[i].Y.Ptr == x.Ptr && _rows[i].Y.Count == x.Count && !_rows[i].Rope && _rows[i].Dim == D)
+                {
+                    ref var e = ref _rows[i];
+                    e.Rope = true; e.Heads = H; e.Rot = rot; e.Interleaved = interleaved; e.Cos = table.Cos!.Ptr; e.Sin = table.Sin!.Ptr; e.Pos = batch.Positions!.Ptr;
+                    return;
+                }
+            QueueRow(new RowEntry
+            {
+                X = x, Y = x, Rope = true, Rows = N * H, Dim = D, Heads = H, Rot = rot, Interleaved = interleaved,
+                Cos = table.Cos!.Ptr, Sin = table.Sin!.Ptr, Pos = batch.Positions!.Ptr,
+            });
+            return;
+        }
+        Flush();
         nint px = x.Ptr, pp = batch.Positions!.Ptr, pc = table.Cos!.Ptr, ps = table.Sin!.Ptr;
         void** args = stackalloc void*[] { &px, &N, &H, &D, &pp, &pc, &ps, &rot, &il };
         Launch(_k.Rope, Blocks(total), 1, 1, 256, 0, args, "k_rope");
@@ -76,19 +94,12 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
     public void CacheWrite(KvCache cache, Tensor k, Tensor? v, StepBatch batch)
     {
         Begin();
-        WriteRows(cache, cache.K, k, batch);
+        int row = CheckRows(cache.K, k, batch), rowV = 0;
         if (cache.V is not null)
         {
             if (v is null) throw new ArgumentException("this cache stores values: v is required");
-            WriteRows(cache, cache.V, v, batch);
+            rowV = CheckRows(cache.V, v, batch);
         }
-    }
-
-    private void WriteRows(KvCache cache, Tensor dst, Tensor src, StepBatch batch)
-    {
-        RequireF32(src, "cache input"); RequireF32(dst, "KV cache");
-        int row = src.Shape[1] * src.Shape[2];
-        if (src.Shape[0] != batch.Tokens || row != dst.Shape[2] * dst.Shape[3]) throw new ArgumentException($"cache write of {src.Shape} into {dst.Shape}");
         int cap = cache.Capacity;
         for (int s = 0; s < batch.Sequences; s++)
         {
@@ -98,10 +109,20 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
                 throw new LlmArchInputException($"sequence of {start + count} tokens exceeds the KV cache capacity of {cap}");
         }
         int N = batch.Tokens, ring = cache.Ring ? 1 : 0;
-        if ((long)N * row == 0) return;
-        nint pd = dst.Ptr, ps = src.Ptr, pp = batch.Positions!.Ptr, pq = batch.TokenSequences!.Ptr, pt = batch.SequenceTable!.Ptr;
-        void** args = stackalloc void*[] { &pd, &ps, &N, &row, &pp, &pq, &pt, &cap, &ring };
-        Launch(_k.CacheWrite, Blocks((long)N * row), 1, 1, 256, 0, args, "k_cache_write");
+        long total = (long)N * (row + rowV);
+        if (total == 0) return;
+        nint pd = cache.K.Ptr, ps = k.Ptr, pdv = cache.V?.Ptr ?? 0, psv = cache.V is null ? 0 : v!.Ptr;
+        nint pp = batch.Positions!.Ptr, pq = batch.TokenSequences!.Ptr, pt = batch.SequenceTable!.Ptr;
+        void** args = stackalloc void*[] { &pd, &ps, &row, &pdv, &psv, &rowV, &N, &pp, &pq, &pt, &cap, &ring };
+        Launch(_k.CacheWrite, Blocks(total), 1, 1, 256, 0, args, "k_cache_write");
+    }
+
+    private static int CheckRows(Tensor dst, Tensor src, StepBatch batch)
+    {
+        RequireF32(src, "cache input"); RequireF32(dst, "KV cache");
+        int row = src.Shape[1] * src.Shape[2];
+        if (src.Shape[0] != batch.Tokens || row != dst.Shape[2] * dst.Shape[3]) throw new ArgumentException($"cache write of {src.Shape} into {dst.Shape}");
+        return row;
     }
 
     public Tensor CausalConv1d(Tensor x, Tensor weight, Tensor state, StepBatch batch, bool silu)

@@ -16,7 +16,7 @@ internal sealed unsafe class CudaKernels
     public readonly nint Fill, Unary, Binary, Glu, Cast, CopyNd, Gather, TakeAlong, ScatterAdd;
     public readonly nint RmsNorm, LayerNorm, Softmax, TopK, Reduce, ReduceRows, MatchMagnitude, GaussianTopK, AltUpPredict, AltUpCorrect;
     public readonly nint GemvF32, GemvBF16, GemvF16, GemvFp8, GemvQ8, GemvMxfp4, GemvGeneric, GemvColMajor, Gemm, MoeGemv, MoeSort;
-    public readonly nint Rope, CacheWrite, AttentionD128, AttentionD256, AttentionD576, AttentionCombine;
+    public readonly nint Rope, RowProg, CacheWrite, AttentionD128, AttentionD256, AttentionD576, AttentionCombine;
     public readonly nint Conv1d, DeltaRule;
     public readonly nint RepPenalty, ArgMax, Sample, MarkSeen;
 
@@ -52,7 +52,7 @@ internal sealed unsafe class CudaKernels
         GemvF32 = F("k_gemv_f32"); GemvBF16 = F("k_gemv_bf16"); GemvF16 = F("k_gemv_f16"); GemvFp8 = F("k_gemv_fp8"); GemvQ8 = F("k_gemv_q8");
         GemvMxfp4 = F("k_gemv_mxfp4"); GemvGeneric = F("k_gemv_generic"); GemvColMajor = F("k_gemv_colmajor"); Gemm = F("k_gemm");
         MoeGemv = F("k_moe_gemv"); MoeSort = F("k_moe_sort");
-        Rope = F("k_rope"); CacheWrite = F("k_cache_write"); AttentionD128 = F("k_attention_d128"); AttentionD256 = F("k_attention_d256");
+        Rope = F("k_rope"); RowProg = F("k_rowprog"); CacheWrite = F("k_cache_write"); AttentionD128 = F("k_attention_d128"); AttentionD256 = F("k_attention_d256");
         AttentionD576 = F("k_attention_d576"); AttentionCombine = F("k_attention_combine");
         Conv1d = F("k_conv1d"); DeltaRule = F("k_delta_rule");
         RepPenalty = F("k_rep_penalty"); ArgMax = F("k_argmax"); Sample = F("k_sample"); MarkSeen = F("k_mark_seen");

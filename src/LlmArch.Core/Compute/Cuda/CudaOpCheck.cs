@@ -455,6 +455,7 @@ public static unsafe class CudaOpCheck
             yield return C("row_stats", "gaussian top-k", (b, put) => Blocks.AltUp.GaussianTopK(b, put(refx), 1.6448535f), 1e-4, 1e-3);
         }
 
+        foreach (var c in RowProgramCases(r)) yield return c;
         // the GPU's deferred fusions (norm into GEMV, shared-input GEMVs, gate/up + act, down + residual) vs plain ops
         foreach (var dt in new[] { DType.BF16, DType.F32, DType.Q8_0 })
             foreach (int M in new[] { 1, 4 })
@@ -475,6 +476,27 @@ public static unsafe class CudaOpCheck
                     b.BinaryInPlace(xs, f, BinaryOp.Add);
                     return b.Concat(b.Concat(qkv, xs), h2);
                 }, 1e-4, 1e-4);
+            }
+    }
+
+    private static IEnumerable<Case> RowProgramCases(Random r)
+    {
+        foreach (int N in new[] { 1, 5 })
+            foreach (bool norm in new[] { true, false })
+            {
+                var q = RandT(r, new Shape(N, 4, 32)); var k = RandT(r, new Shape(N, 2, 32)); var wq = RandT(r, new Shape(32)); var wk = RandT(r, new Shape(32));
+                var inv = Enumerable.Range(0, 12).Select(i => 1f / MathF.Pow(10000f, 2f * i / 24)).ToArray();
+                var table = new RopeTable(inv, 1.25f);
+                yield return new Case("fusion", $"{(norm ? "qk-norm + rope" : "rope q, k")} N={N}", (b, put) =>
+                {
+                    var batch = N == 1 ? Batch(b, (0, 40, 1)) : Batch(b, (0, 3, 4), (1, 0, 1));
+                    table.Ensure(b, 64);
+                    var qs = put(q); var ks = put(k);
+                    if (norm) { qs = b.RmsNorm(qs, put(wq), 1e-6f); ks = b.RmsNorm(ks, put(wk), 1e-6f, 1f); }
+                    b.Rope(qs, batch, table, false);
+                    b.Rope(ks, batch, table, true);
+                    return b.Concat(b.View(qs, new Shape(N * 128)), b.View(ks, new Shape(N * 64)), 0);
+                }, 1e-5, 1e-4);
             }
     }
 

@@ -4,7 +4,16 @@ using static LlmArch.Native.CudaDriver;
 namespace LlmArch.Compute
 {
     /// <summary>Sampling settings for <see cref="IFusedSampling"/> (the host sampler's options as plain values; temperature 0 = greedy).</summary>
-    public readonly record struct DeviceSamplingOptions(float Temperature = 0f, int TopK = 0, float TopP = 1f, float MinP = 0f, float RepetitionPenalty = 1f, ulong Seed = 0);
+    public sealed record DeviceSamplingOptions
+    {
+        public float Temperature { get; init; }
+        public int TopK { get; init; }
+        public float TopP { get; init; } = 1f;
+        public float MinP { get; init; }
+        public float RepetitionPenalty { get; init; } = 1f;
+        public ulong Seed { get; init; }
+        public static DeviceSamplingOptions Greedy { get; } = new();
+    }
 
     /// <summary>
     /// A fused form generation code may use: the next token of each row of device logits chosen on the device (greedy,

@@ -91,3 +91,12 @@ internal struct SampleArgs
     public float InvTemperature, TopP, MinP;
     public int TopK, V, Pad_;
 }
+
+[StructLayout(LayoutKind.Sequential)]
+internal struct RowProg
+{
+    public ulong X, Y, W, CosT, SinT, Pos;
+    public int Rows, Dim, Norm, Rope, Heads, Rot, Interleaved;
+    public float Eps, Offset;
+    public int Pad_;
+}
