@@ -75,6 +75,8 @@ struct GemvArgs {
     float gluLimit;
     float gluAlpha;
     int totalRows;         // rows of the grid (seg0.rows in pair mode, Σ rows otherwise)
+    int rpw;               // rows per warp group (per matrix in pair mode), vectorized kernels
+    int pad_;
 };
 
 struct GemmArgs {

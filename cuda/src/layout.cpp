@@ -14,7 +14,7 @@ int main() {
     SZ(GemvSeg); F(GemvSeg, w); F(GemvSeg, y); F(GemvSeg, bias); F(GemvSeg, residual); F(GemvSeg, rows);
     SZ(GemvArgs); F(GemvArgs, x); F(GemvArgs, normW); F(GemvArgs, normOut); F(GemvArgs, gluOut); F(GemvArgs, seg); F(GemvArgs, M); F(GemvArgs, K);
     F(GemvArgs, nseg); F(GemvArgs, wpr); F(GemvArgs, pairMode); F(GemvArgs, gluKind); F(GemvArgs, normMode); F(GemvArgs, normEps);
-    F(GemvArgs, normOffset); F(GemvArgs, gluLimit); F(GemvArgs, gluAlpha); F(GemvArgs, totalRows);
+    F(GemvArgs, normOffset); F(GemvArgs, gluLimit); F(GemvArgs, gluAlpha); F(GemvArgs, totalRows); F(GemvArgs, rpw);
     SZ(GemmArgs); F(GemmArgs, x); F(GemmArgs, y); F(GemmArgs, bias); F(GemmArgs, w); F(GemmArgs, rowMap); F(GemmArgs, tileStart); F(GemmArgs, rowStart);
     F(GemmArgs, expData); F(GemmArgs, expScales); F(GemmArgs, xBatch); F(GemmArgs, yBatch); F(GemmArgs, M); F(GemmArgs, N); F(GemmArgs, K);
     F(GemmArgs, xShared); F(GemmArgs, slots); F(GemmArgs, experts);

@@ -88,12 +88,97 @@ template <> struct Chunk<DT_MXFP4> {
     }
 };
 
+// ---- raw 16-byte chunks kept in registers, decoded at use (4 registers per chunk in flight, any dtype) ----
+
+// One weight row being streamed by a warp: its first 16-byte chunk and, for block-quantized dtypes, its scale row.
+struct RowStream {
+    const uint4* p;
+    const void* sc;
+    long long srow;   // index of the row's first scale
+    int bc;
+    int ok;
+};
+
+__device__ __forceinline__ RowStream row_stream(const WeightDesc& w, long long row, bool ok) {
+    RowStream s;
+    long long rowBytes = w.dtype == DT_MXFP4 ? w.cols / 2 : (long long)w.cols * (w.dtype == DT_F32 ? 4 : (w.dtype == DT_BF16 || w.dtype == DT_F16) ? 2 : 1);
+    s.p = (const uint4*)((const uint8_t*)w.data + (ok ? row : 0) * rowBytes);
+    s.sc = w.scales;
+    s.srow = w.dtype == DT_F8E4M3 ? (row / w.br) * w.scaleCols : row * w.scaleCols;
+    s.bc = w.bc;
+    s.ok = ok;
+    return s;
+}
+
+template <int DT> struct Raw;
+template <> struct Raw<DT_F32> {
+    static constexpr int V = 4;
+    __device__ static __forceinline__ void decode(uint4 r, const RowStream&, long long, float* v) {
+        v[0] = __uint_as_float(r.x); v[1] = __uint_as_float(r.y); v[2] = __uint_as_float(r.z); v[3] = __uint_as_float(r.w);
+    }
+};
+template <> struct Raw<DT_BF16> {
+    static constexpr int V = 8;
+    __device__ static __forceinline__ void decode(uint4 r, const RowStream&, long long, float* v) {
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) { v[2 * i] = __uint_as_float(u[i] << 16); v[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u); }
+    }
+};
+template <> struct Raw<DT_F16> {
+    static constexpr int V = 8;
+    __device__ static __forceinline__ void decode(uint4 r, const RowStream&, long long, float* v) {
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) { float2 f = __half22float2(*reinterpret_cast<__half2*>(&u[i])); v[2 * i] = f.x; v[2 * i + 1] = f.y; }
+    }
+};
+template <> struct Raw<DT_F8E4M3> {
+    static constexpr int V = 16;
+    __device__ static __forceinline__ void decode(uint4 r, const RowStream& s, long long c, float* v) {
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+        float sc = s.sc ? ((const float*)s.sc)[s.srow + (c * 16) / s.bc] : 1.f;
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = fp8e4m3_to_f32((u[i >> 2] >> ((i & 3) * 8)) & 0xFF) * sc;
+    }
+};
+template <> struct Raw<DT_Q8_0> {
+    static constexpr int V = 16;
+    __device__ static __forceinline__ void decode(uint4 r, const RowStream& s, long long c, float* v) {
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+        float sc = ((const float*)s.sc)[s.srow + (c * 16) / s.bc];
+#pragma unroll
+        for (int i = 0; i < 16; i++) v[i] = (float)(int8_t)((u[i >> 2] >> ((i & 3) * 8)) & 0xFF) * sc;
+    }
+};
+template <> struct Raw<DT_MXFP4> {
+    static constexpr int V = 32;
+    __device__ static __forceinline__ void decode(uint4 r, const RowStream& s, long long c, float* v) {
+        uint32_t u[4] = {r.x, r.y, r.z, r.w};
+        float sc = e8m0_to_f32(((const uint8_t*)s.sc)[s.srow + (c * 32) / s.bc]);
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            uint32_t b = (u[i >> 2] >> ((i & 3) * 8)) & 0xFF;
+            v[2 * i] = fp4_to_f32(b & 0xF) * sc;
+            v[2 * i + 1] = fp4_to_f32(b >> 4) * sc;
+        }
+    }
+};
+
 // Maps a grid row to (segment, local row).
 __device__ __forceinline__ int seg_of(const GemvArgs& a, int gr, int* local) {
     int s = 0;
     while (s < a.nseg - 1 && gr >= a.seg[s].rows) { gr -= a.seg[s].rows; s++; }
     *local = gr;
     return s;
+}
+
+// (segment, local row) of a grid row, without taking any address (keeps everything in registers).
+__device__ __forceinline__ int2 seg_map(const GemvArgs& a, int gr) {
+    int s = 0;
+#pragma unroll
+    for (int i = 0; i < 3; i++) if (s < a.nseg - 1 && gr >= a.seg[i].rows) { gr -= a.seg[i].rows; s++; }
+    return make_int2(s, gr);
 }
 
 // Segment s's weight by value (a constant index per case keeps the kernel parameters out of local memory).
@@ -181,68 +266,149 @@ __device__ __forceinline__ void gemv_finish(const GemvArgs& a, float (*acc)[GEMV
     }
 }
 
-template <int DT>
+// Vectorized GEMV: each warp streams NS weight rows (rpw rows, or rpw gate + rpw up rows in pair mode) over its K
+// slice, U 16-byte chunks per row in flight per lane before the first use, x read once per chunk for all the rows.
+template <int DT, int MM>
 __device__ __forceinline__ void gemv_vec_impl(const GemvArgs& a) {
-    using L = Chunk<DT>;
-    constexpr int V = L::VPC;
+    using R = Raw<DT>;
+    constexpr int V = R::V;
+    constexpr int U = V <= 8 ? 4 : 2;
+    constexpr int NS = MM <= 2 ? 4 : 2;   // rows per warp: fewer with more activation rows (register budget)
     __shared__ float inv[GEMV_MAXM];
     __shared__ float sh[32];
-    __shared__ float part[8 * 2 * GEMV_MAXM];
+    __shared__ float part[8 * NS * MM];
     if (a.normMode) gemv_norm_prologue(a, inv, sh);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    int rowsPerBlock = 8 / a.wpr;
-    int gr = blockIdx.x * rowsPerBlock + warp / a.wpr;
+    int groupsPerBlock = 8 / a.wpr;
+    int g = blockIdx.x * groupsPerBlock + warp / a.wpr;
     int wInRow = warp % a.wpr;
-    float acc[2][GEMV_MAXM];
+    int rpw = a.rpw, ns = a.pairMode ? 2 * rpw : rpw;
+    RowStream st[NS];
 #pragma unroll
-    for (int r = 0; r < 2; r++)
+    for (int s = 0; s < NS; s++) {
+        int r = a.pairMode ? (s % rpw) : s;
+        int gr = g * rpw + r;
+        bool ok = s < ns && gr < a.totalRows;
+        int2 sl = a.pairMode ? make_int2(s < rpw ? 0 : 1, gr) : ok ? seg_map(a, gr) : make_int2(0, 0);
+        switch (sl.x) {
+        case 0: st[s] = row_stream(a.seg[0].w, sl.y, ok); break;
+        case 1: st[s] = row_stream(a.seg[1].w, sl.y, ok); break;
+        case 2: st[s] = row_stream(a.seg[2].w, sl.y, ok); break;
+        default: st[s] = row_stream(a.seg[3].w, sl.y, ok); break;
+        }
+    }
+    float acc[NS][MM];
 #pragma unroll
-        for (int m = 0; m < GEMV_MAXM; m++) acc[r][m] = 0.f;
-    int nrow = a.pairMode ? 2 : 1;
-    if (gr < a.totalRows) {
-        int local = gr, s = a.pairMode ? 0 : seg_of(a, gr, &local);
-        WeightDesc w0 = pick_w(a, s), w1 = a.pairMode ? a.seg[1].w : w0;
-        long long row = local;
-        long long chunks = a.K / V;
-        int step = 32 * a.wpr;
-        // U chunks per lane in flight before the first use (the loads are what decode waits for).
-        constexpr int U = V <= 8 ? 4 : V == 16 ? 2 : 1;
-        for (long long c0 = wInRow * 32 + lane; c0 < chunks; c0 += (long long)U * step) {
-            float wv[U][2][V];
+    for (int s = 0; s < NS; s++)
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                long long c = c0 + (long long)u * step;
-                if (c < chunks) {
-                    L::load(w0, row, c, wv[u][0]);
-                    if (a.pairMode) L::load(w1, row, c, wv[u][1]);
-                }
-            }
+        for (int m = 0; m < MM; m++) acc[s][m] = 0.f;
+    long long chunks = a.K / V;
+    int step = 32 * a.wpr;
+    for (long long c0 = wInRow * 32 + lane; c0 < chunks; c0 += (long long)U * step) {
+        uint4 raw[U][NS];
 #pragma unroll
-            for (int u = 0; u < U; u++) {
-                long long c = c0 + (long long)u * step;
-                if (c >= chunks) break;
-                int k0 = (int)(c * V);
+        for (int u = 0; u < U; u++) {
+            long long c = c0 + (long long)u * step;
 #pragma unroll
-                for (int m = 0; m < GEMV_MAXM; m++) {
-                    if (m >= a.M) break;
-                    const float4* xp = (const float4*)(a.x + (long long)m * a.K + k0);
-                    float xv[V];
+            for (int s = 0; s < NS; s++)
+                if (st[s].ok && c < chunks) raw[u][s] = __ldg(st[s].p + c);
+        }
 #pragma unroll
-                    for (int i = 0; i < V / 4; i++) { float4 t = __ldg(xp + i); xv[4 * i] = t.x; xv[4 * i + 1] = t.y; xv[4 * i + 2] = t.z; xv[4 * i + 3] = t.w; }
-                    if (a.normMode) {
+        for (int u = 0; u < U; u++) {
+            long long c = c0 + (long long)u * step;
+            if (c >= chunks) break;
+            int k0 = (int)(c * V);
 #pragma unroll
-                        for (int i = 0; i < V; i++) { xv[i] *= inv[m]; if (a.normMode == 2) xv[i] *= a.normOffset + a.normW[k0 + i]; }
+            for (int m = 0; m < MM; m++) {
+                if (m >= a.M) break;
+                const float4* xp = (const float4*)(a.x + (long long)m * a.K + k0);
+                float xv[V];
+#pragma unroll
+                for (int i = 0; i < V / 4; i++) { float4 t = __ldg(xp + i); xv[4 * i] = t.x; xv[4 * i + 1] = t.y; xv[4 * i + 2] = t.z; xv[4 * i + 3] = t.w; }
+                if (a.normMode) {
+                    float f = inv[m];
+                    if (a.normMode == 2) {
+                        const float4* wp = (const float4*)(a.normW + k0);
+#pragma unroll
+                        for (int i = 0; i < V / 4; i++) {
+                            float4 t = __ldg(wp + i);
+                            xv[4 * i] *= f * (a.normOffset + t.x); xv[4 * i + 1] *= f * (a.normOffset + t.y);
+                            xv[4 * i + 2] *= f * (a.normOffset + t.z); xv[4 * i + 3] *= f * (a.normOffset + t.w);
+                        }
+                    } else {
+#pragma unroll
+                        for (int i = 0; i < V; i++) xv[i] *= f;
                     }
-                    float s0 = 0.f, s1 = 0.f;
+                }
 #pragma unroll
-                    for (int i = 0; i < V; i++) { s0 = fmaf(wv[u][0][i], xv[i], s0); if (a.pairMode) s1 = fmaf(wv[u][1][i], xv[i], s1); }
-                    acc[0][m] += s0;
-                    if (a.pairMode) acc[1][m] += s1;
+                for (int s = 0; s < NS; s++) {
+                    if (!st[s].ok) continue;
+                    float wv[V];
+                    R::decode(raw[u][s], st[s], c, wv);
+                    float d = 0.f;
+#pragma unroll
+                    for (int i = 0; i < V; i++) d = fmaf(wv[i], xv[i], d);
+                    acc[s][m] += d;
                 }
             }
         }
     }
-    gemv_finish(a, acc, nrow, part, gr);
+    // Reduce: lanes, then the warps of a row group (fixed order), then store each row (and act(gate)·up in pair mode).
+#pragma unroll
+    for (int s = 0; s < NS; s++)
+#pragma unroll
+        for (int m = 0; m < MM; m++) acc[s][m] = warp_sum(acc[s][m]);
+    if (a.wpr > 1) {
+        if (lane == 0)
+#pragma unroll
+            for (int s = 0; s < NS; s++)
+#pragma unroll
+                for (int m = 0; m < MM; m++) part[(warp * NS + s) * MM + m] = acc[s][m];
+        __syncthreads();
+        if (wInRow != 0) return;
+        int first = (warp / a.wpr) * a.wpr;
+#pragma unroll
+        for (int s = 0; s < NS; s++)
+#pragma unroll
+            for (int m = 0; m < MM; m++) {
+                float t = 0.f;
+                for (int j = 0; j < a.wpr; j++) t += part[((first + j) * NS + s) * MM + m];
+                acc[s][m] = t;
+            }
+    }
+    if (lane != 0) return;
+#pragma unroll
+    for (int s = 0; s < NS; s++) {
+        if (!st[s].ok) continue;
+        if (a.pairMode) {
+            if (s >= rpw) continue;
+            int gr = g * rpw + s;
+            float bg = a.seg[0].bias ? a.seg[0].bias[gr] : 0.f, bu = a.seg[1].bias ? a.seg[1].bias[gr] : 0.f;
+#pragma unroll
+            for (int m = 0; m < MM; m++) {
+                if (m >= a.M) break;
+                float gv = 0.f, uv = 0.f;
+#pragma unroll
+                for (int t = 0; t < NS; t++) { if (t == s) gv = acc[t][m]; if (t == s + rpw) uv = acc[t][m]; }
+                gemv_store(a.seg[0], m, gr, gv);
+                gemv_store(a.seg[1], m, gr, uv);
+                a.gluOut[(long long)m * a.seg[0].rows + gr] = glu_one(a.gluKind, gv + bg, uv + bu, a.gluLimit, a.gluAlpha);
+            }
+        } else {
+            int2 sl = seg_map(a, g * rpw + s);
+            int sgi = sl.x, local = sl.y;
+#pragma unroll
+            for (int m = 0; m < MM; m++) {
+                if (m >= a.M) break;
+                switch (sgi) {
+                case 0: gemv_store(a.seg[0], m, local, acc[s][m]); break;
+                case 1: gemv_store(a.seg[1], m, local, acc[s][m]); break;
+                case 2: gemv_store(a.seg[2], m, local, acc[s][m]); break;
+                default: gemv_store(a.seg[3], m, local, acc[s][m]); break;
+                }
+            }
+        }
+    }
 }
 
 // Same contract, one scalar (dequantizing) load per weight element: any K, any alignment, column-major storage.
@@ -280,12 +446,18 @@ extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_generic(GemvAr
     gemv_finish(a, acc, nrow, part, gr);
 }
 
-extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f32(GemvArgs a) { gemv_vec_impl<DT_F32>(a); }
-extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_bf16(GemvArgs a) { gemv_vec_impl<DT_BF16>(a); }
-extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f16(GemvArgs a) { gemv_vec_impl<DT_F16>(a); }
-extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_fp8(GemvArgs a) { gemv_vec_impl<DT_F8E4M3>(a); }
-extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_q8(GemvArgs a) { gemv_vec_impl<DT_Q8_0>(a); }
-extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mxfp4(GemvArgs a) { gemv_vec_impl<DT_MXFP4>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f32(GemvArgs a) { gemv_vec_impl<DT_F32, 8>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f32_m2(GemvArgs a) { gemv_vec_impl<DT_F32, 2>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_bf16(GemvArgs a) { gemv_vec_impl<DT_BF16, 8>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_bf16_m2(GemvArgs a) { gemv_vec_impl<DT_BF16, 2>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f16(GemvArgs a) { gemv_vec_impl<DT_F16, 8>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_f16_m2(GemvArgs a) { gemv_vec_impl<DT_F16, 2>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_fp8(GemvArgs a) { gemv_vec_impl<DT_F8E4M3, 8>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_fp8_m2(GemvArgs a) { gemv_vec_impl<DT_F8E4M3, 2>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_q8(GemvArgs a) { gemv_vec_impl<DT_Q8_0, 8>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_q8_m2(GemvArgs a) { gemv_vec_impl<DT_Q8_0, 2>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mxfp4(GemvArgs a) { gemv_vec_impl<DT_MXFP4, 8>(a); }
+extern "C" __global__ void __launch_bounds__(GEMV_THREADS) k_gemv_mxfp4_m2(GemvArgs a) { gemv_vec_impl<DT_MXFP4, 2>(a); }
 
 // Column-major weights ([K, O] in memory) for a few rows: one thread per output column, coalesced over o.
 extern "C" __global__ void k_gemv_colmajor(const float* x, WeightDesc w, const float* bias, float* y, int M, int K, int O) {

@@ -12,36 +12,43 @@ extern "C" __global__ void k_rep_penalty(float* logits, const uint8_t* seen, int
     }
 }
 
-// Greedy: the first index of the row's maximum (as the host's ArgMax); marks it seen when a mask is given.
-extern "C" __global__ void k_argmax(const float* logits, int V, int* out, uint8_t* seen) {
-    __shared__ float sv[32];
-    __shared__ int si[32];
-    int row = blockIdx.x;
+// Order-preserving key of a float (ascending); NaN orders below everything (never chosen, as the host's ArgMax).
+__device__ __forceinline__ uint32_t fkey(float f) {
+    if (f != f) return 0u;
+    uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// Greedy, in two launches: blocks of a row fold their slice into one 64-bit key per row (value key, then the complement
+// of the index, so the maximum is the first index of the row's maximum, as the host's ArgMax) with atomicMax (order-
+// independent: deterministic); then the keys become ids (and the chosen tokens are marked seen).
+extern "C" __global__ void k_argmax_partial(const float* logits, int V, unsigned long long* best) {
+    __shared__ unsigned long long sk[32];
+    int row = blockIdx.y;
     const float* l = logits + (long long)row * V;
-    float bv = -INFINITY; int bi = 0x7fffffff;
-    for (int i = threadIdx.x; i < V; i += blockDim.x) { float v = l[i]; if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; } }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        float ov = __shfl_xor_sync(0xffffffffu, bv, o); int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-        if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
+    unsigned long long k = 0;
+    for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < V; i += gridDim.x * blockDim.x) {
+        unsigned long long c = ((unsigned long long)fkey(l[i]) << 32) | (0xFFFFFFFFu - (uint32_t)i);
+        k = c > k ? c : k;
     }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) { unsigned long long t = __shfl_xor_sync(0xffffffffu, k, o); k = t > k ? t : k; }
     int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-    if (lane == 0) { sv[w] = bv; si[w] = bi; }
+    if (lane == 0) sk[w] = k;
     __syncthreads();
-    if (w == 0) {
-        int nw = blockDim.x >> 5;
-        bv = lane < nw ? sv[lane] : -INFINITY; bi = lane < nw ? si[lane] : 0x7fffffff;
-#pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            float ov = __shfl_xor_sync(0xffffffffu, bv, o); int oi = __shfl_xor_sync(0xffffffffu, bi, o);
-            if (ov > bv || (ov == bv && oi < bi)) { bv = ov; bi = oi; }
-        }
-        if (lane == 0) {
-            if (bi == 0x7fffffff) bi = 0;
-            out[row] = bi;
-            if (seen) seen[(long long)row * V + bi] = 1;
-        }
+    if (threadIdx.x == 0) {
+        for (int i = 1; i < (int)(blockDim.x >> 5); i++) k = sk[i] > k ? sk[i] : k;
+        atomicMax(best + row, k);
     }
+}
+
+extern "C" __global__ void k_argmax_finish(const unsigned long long* best, int rows, int V, int* out, uint8_t* seen) {
+    int r = blockIdx.x * blockDim.x + threadIdx.x;
+    if (r >= rows) return;
+    unsigned long long k = best[r];
+    int id = k == 0 ? 0 : (int)(0xFFFFFFFFu - (uint32_t)(k & 0xFFFFFFFFu));
+    out[r] = id;
+    if (seen) seen[(long long)r * V + id] = 1;
 }
 
 __device__ __forceinline__ unsigned long long splitmix64(unsigned long long x) {
@@ -51,8 +58,6 @@ __device__ __forceinline__ unsigned long long splitmix64(unsigned long long x) {
     return x ^ (x >> 31);
 }
 
-// Order-preserving key of a float (ascending).
-__device__ __forceinline__ uint32_t fkey(float f) { uint32_t u = __float_as_uint(f); return (u & 0x80000000u) ? ~u : (u | 0x80000000u); }
 
 #define SAMPLE_THREADS 1024
 #define SAMPLE_CAND 2048

@@ -59,7 +59,15 @@ public static class Benchmark
         var backend = device ?? new CpuBackend(pool);
         var sw = Stopwatch.StartNew();
         var model = ModelLoader.Load(dir, backend, new LoadOptions { Quantize = quant, Copy = copy });
-        double load = sw.Elapsed.TotalSeconds;
+        return Run(model, sw.Elapsed.TotalSeconds, promptTokens, genTokens, repeats, seed, batch) with { Model = dir, Threads = device is null ? threads : backend.Threads };
+    }
+
+    /// <summary>As <see cref="Run(string, int, DType?, int, int, int, ulong, bool, IBackend?, int)"/> on a model already built (random weights of a preset).</summary>
+    public static BenchResult Run(CausalLM model, double loadSeconds, int promptTokens, int genTokens, int repeats = 3, ulong seed = 1, int batch = 1)
+    {
+        if (promptTokens < 1 || genTokens < 1 || repeats < 1 || batch < 1) throw new LlmArchInputException("prompt tokens, gen tokens, repeats and batch must be >= 1");
+        var backend = model.Backend;
+        double load = loadSeconds;
         if (promptTokens + genTokens > model.MaxPositions)
             throw new LlmArchInputException($"{promptTokens} + {genTokens} tokens exceed max_position_embeddings {model.MaxPositions}");
 
@@ -98,7 +106,7 @@ public static class Benchmark
         double bestPre = prefill.Min(), bestDec = decode.Min();
         return new BenchResult
         {
-            Model = dir, WeightDType = WeightDTypes(model), Threads = threads, PromptTokens = promptTokens, GenTokens = genTokens,
+            Model = model.Config.SourcePath, WeightDType = WeightDTypes(model), Threads = backend.Threads, PromptTokens = promptTokens, GenTokens = genTokens,
             Repeats = repeats, LoadSeconds = load,
             PrefillTokensPerSecond = batch * promptTokens / bestPre, PrefillTokensPerSecondMedian = batch * promptTokens / Median(prefill),
             PrefillGflopPerSecond = batch * flops / bestPre / 1e9, PrefillFlops = flops,

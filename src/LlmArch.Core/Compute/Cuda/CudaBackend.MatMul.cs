@@ -159,14 +159,14 @@ public sealed unsafe partial class CudaBackend
         };
     }
 
-    private nint GemvKernel(DType t, bool vec) => !vec ? _k.GemvGeneric : t switch
+    private nint GemvKernel(DType t, bool vec, bool m2) => !vec ? _k.GemvGeneric : t switch
     {
-        DType.F32 => _k.GemvF32,
-        DType.BF16 => _k.GemvBF16,
-        DType.F16 => _k.GemvF16,
-        DType.F8E4M3 => _k.GemvFp8,
-        DType.Q8_0 => _k.GemvQ8,
-        DType.MXFP4 => _k.GemvMxfp4,
+        DType.F32 => m2 ? _k.GemvF32M2 : _k.GemvF32,
+        DType.BF16 => m2 ? _k.GemvBF16M2 : _k.GemvBF16,
+        DType.F16 => m2 ? _k.GemvF16M2 : _k.GemvF16,
+        DType.F8E4M3 => m2 ? _k.GemvFp8M2 : _k.GemvFp8,
+        DType.Q8_0 => m2 ? _k.GemvQ8M2 : _k.GemvQ8,
+        DType.MXFP4 => m2 ? _k.GemvMxfp4M2 : _k.GemvMxfp4,
         _ => _k.GemvGeneric,
     };
 
@@ -205,15 +205,31 @@ public sealed unsafe partial class CudaBackend
         if (n > 2) { a.Seg2 = Seg(_gemv[2], K, res); total += a.Seg2.Rows; }
         if (n > 3) { a.Seg3 = Seg(_gemv[3], K, res); total += a.Seg3.Rows; }
         a.TotalRows = pair ? a.Seg0.Rows : total;
-        // Warps per row: enough warps to keep the memory system busy, but each lane still streams several chunks.
+        bool m2 = M <= 2;
+        // Rows per warp (x read once for all of them, more loads in flight) and warps per row (split K), so that the
+        // grid keeps about 16 warps per SM streaming.
         int vpc = _gemvVec ? 16 / DTypes.ElementSize(_gemvDType) * (_gemvDType == DType.MXFP4 ? 2 : 1) : 1;
-        int wpr = 1;
-        while (wpr < 8 && a.TotalRows * wpr < Multiprocessors * 32 && K / (vpc * 32 * wpr * 2) >= 2) wpr *= 2;
-        a.Wpr = wpr;
+        int unroll = vpc <= 8 ? 4 : 2;
+        // Prefer several rows per warp (their loads go out together: more bytes in flight per lane) and split K
+        // across warps for parallelism; fall back to fewer rows per warp only for small matrices.
+        int target = Multiprocessors * 16;
+        int rows = a.TotalRows, chunks = Math.Max(1, K / vpc);
+        int rpw = !_gemvVec ? 1 : (m2 ? 4 : 2) / (pair ? 2 : 1);
+        int groups, wpr;
+        while (true)
+        {
+            groups = (rows + rpw - 1) / rpw;
+            wpr = 1;
+            while (wpr < 8 && groups * wpr < target && chunks / (32 * wpr * 2) >= unroll) wpr *= 2;
+            if (rpw == 1 || groups * wpr >= target / 2) break;
+            rpw /= 2;
+        }
+        a.Wpr = wpr; a.Rpw = rpw;
         for (int i = 0; i < n; i++) _gemv[i] = default;
-        uint blocks = (uint)((a.TotalRows + 8 / wpr - 1) / (8 / wpr));
+        uint blocks = (uint)((groups + 8 / wpr - 1) / (8 / wpr));
         void* pa = &a;
-        Launch(GemvKernel(_gemvDType, _gemvVec), blocks, 1, 1, 256, 0, &pa, "k_gemv");
+        Launch(GemvKernel(_gemvDType, _gemvVec, m2), blocks, 1, 1, 256, 0, &pa,
+            Profiling ? $"k_gemv {_gemvDType}{(_gemvVec ? "" : " generic")} M={M} rows={rows} K={K} segs={n}{(pair ? " gate/up" : "")}{(norm is null ? "" : " +norm")}{(residual is null ? "" : " +residual")} rpw={rpw} wpr={wpr}" : "k_gemv");
     }
 
     private bool TryFuseGlu(Tensor gate, Tensor up, in ExpertActivation act, out Tensor y)
@@ -244,7 +260,7 @@ public sealed unsafe partial class CudaBackend
     {
         var g = new GemmArgs { X = (ulong)x, Y = (ulong)y, Bias = (ulong)bias, W = w, M = M, N = N, K = K, XBatch = xBatch, YBatch = yBatch };
         void* pg = &g;
-        Launch(_k.Gemm, (uint)((M + 127) / 128), (uint)((N + 127) / 128), (uint)batches, 256, 0, &pg, "k_gemm");
+        Launch(_k.Gemm, (uint)((M + 127) / 128), (uint)((N + 127) / 128), (uint)batches, 256, 0, &pg, Profiling ? $"k_gemm M={M} N={N} K={K} x{batches}" : "k_gemm");
     }
 
     public Tensor BatchMatMul(Tensor a, Tensor b, bool transposeB)
@@ -333,10 +349,13 @@ public sealed unsafe partial class CudaBackend
                 Vec = tables.Aligned && GemvVectorizable(e0, K, x.Ptr) && (x.Ptr + (long)K * 4) % 16 == 0 ? 1 : 0,
             };
             void* pm = &m;
-            Launch(_k.MoeGemv, (uint)((O + 7) / 8), (uint)pairs, 1, 256, 0, &pm, "k_moe_gemv");
+            if (m.Vec == 1) Launch(_k.MoeGemvVec, (uint)((O + 31) / 32), (uint)pairs, 1, 256, 0, &pm, Profiling ? $"k_moe_gemv {e0.DType} pairs={pairs} O={O} K={K}" : "k_moe_gemv");
+            else Launch(_k.MoeGemv, (uint)((O + 7) / 8), (uint)pairs, 1, 256, 0, &pm, Profiling ? $"k_moe_gemv generic {e0.DType} pairs={pairs} O={O} K={K}" : "k_moe_gemv");
             return y;
         }
-        // Prefill: sort the pairs by expert, then one grouped GEMM over (expert, tile of its rows).
+        // Prefill: sort the pairs by expert, then one grouped GEMM over (expert, tile of its rows). Pairs with id -1
+        // (another device's expert) are in no tile: their rows stay zero.
+        LaunchFill(y, 0f);
         var work = Empty(new Shape(3 * (E + 1) + pairs), DType.I32);
         nint rowStart = work.Ptr, tileStart = work.Ptr + (E + 1) * 4, fill = work.Ptr + 2 * (E + 1) * 4, rowMap = work.Ptr + 3 * (E + 1) * 4;
         nint pid = ids.Ptr;

@@ -1,4 +1,5 @@
 using LlmArch.Compute.Cpu;
+using static LlmArch.Native.CudaDriver;
 
 namespace LlmArch.Compute.Cuda;
 
@@ -51,6 +52,7 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
         if (cache is not null) RequireF32(cache.K, "KV cache");
         int N = q.Shape[0], Hq = q.Shape[1], Hkv = k.Shape[1], Dk = q.Shape[2];
         if (N == 0 || dv == 0) return y;
+        if (batch.MaxCount >= 16 && Dk <= 128 && dv <= 128 && !p.ValueIsKeyPrefix && FlashAttention(q, k, v!, cache, batch, p, y)) return y;
         nint kernel; int rb;
         if (Dk <= 128 && dv <= 128) { kernel = _k.AttentionD128; rb = 8; }
         else if (Dk <= 256 && dv <= 256) { kernel = _k.AttentionD256; rb = 4; }
@@ -64,7 +66,7 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
         int bucket = Bucket;
         long baseBlocks = (long)N * Hkv * chunks;
         int splits = 1;
-        while (splits < 64 && baseBlocks * splits < 2L * Multiprocessors && bucket / (splits * 2) >= 64) splits *= 2;
+        while (splits < 128 && baseBlocks * splits < 4L * Multiprocessors && bucket / (splits * 2) >= 16) splits *= 2;
         int kps = (bucket + splits - 1) / splits;
         var a = new AttnArgs
         {
@@ -81,7 +83,7 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
             a.PartO = (ulong)part.Ptr; a.PartML = (ulong)ml.Ptr;
         }
         void* pa = &a;
-        Launch(kernel, (uint)N, (uint)(Hkv * chunks), (uint)splits, 128, 0, &pa, "k_attention");
+        Launch(kernel, (uint)N, (uint)(Hkv * chunks), (uint)splits, 128, 0, &pa, Profiling ? $"k_attention N={N} Hq={Hq} D={Dk} bucket={bucket} splits={splits}" : "k_attention");
         if (splits > 1)
         {
             nint po = (nint)a.PartO, pm = (nint)a.PartML, ps = p.Sinks?.Ptr ?? 0, py = y.Ptr;
@@ -89,6 +91,42 @@ public sealed unsafe partial class CudaBackend : IFusedDeltaRule, IFusedAltUp, I
             Launch(_k.AttentionCombine, (uint)N, (uint)Hq, 1, 128, 0, args, "k_attention_combine");
         }
         return y;
+    }
+
+    private int _flashSmem;
+
+    /// <summary>Prefill-sized steps: 64-query tiles per sequence (host-built tile list), flash-style kernel.</summary>
+    private bool FlashAttention(Tensor q, Tensor k, Tensor v, KvCache? cache, StepBatch batch, in AttentionParams p, Tensor y)
+    {
+        int Dk = q.Shape[2], Dv = v.Shape[2];
+        int smem = (64 * (Dk + 1) * 2 + 64 * Dv + 64 * 65) * 4;
+        if (smem > MaxSharedPerBlock) return false;
+        if (smem > _flashSmem)
+        {
+            Check(cuFuncSetAttribute(_k.FlashAttn, FuncAttrMaxDynamicSharedSize, smem), "cuFuncSetAttribute");
+            _flashSmem = smem;
+        }
+        int tiles = 0;
+        for (int s = 0; s < batch.Sequences; s++) tiles += (batch.Count[s] + 63) / 64;
+        if (tiles > 65535 * 16) return false;
+        var table = Empty(new Shape(2 * tiles), DType.I32);
+        Span<int> host = tiles <= 4096 ? stackalloc int[2 * tiles] : new int[2 * tiles];
+        int t = 0;
+        for (int s = 0; s < batch.Sequences; s++)
+            for (int t0 = 0; t0 < batch.Count[s]; t0 += 64) { host[2 * t] = s; host[2 * t + 1] = t0; t++; }
+        Upload<int>(host, table);
+        var a = new AttnArgs
+        {
+            Q = (ulong)q.Ptr, K = (ulong)k.Ptr, V = (ulong)v.Ptr, Ck = (ulong)(cache?.K.Ptr ?? 0), Cv = (ulong)(cache?.V?.Ptr ?? 0),
+            Out = (ulong)y.Ptr, Pos = (ulong)batch.Positions!.Ptr, Seq = (ulong)batch.TokenSequences!.Ptr, Table = (ulong)batch.SequenceTable!.Ptr,
+            Sinks = (ulong)(p.Sinks?.Ptr ?? 0), Scale = p.Scale, Softcap = p.Softcap, N = q.Shape[0], Hq = q.Shape[1], Hkv = k.Shape[1], Dk = Dk, Dv = Dv,
+            Cap = cache?.Capacity ?? 0, Ring = cache?.Ring == true ? 1 : 0, HasCache = cache is null ? 0 : 1,
+            Window = p.Window, Chunk = p.Chunk, TempLen = p.TemperatureLength, Splits = 1,
+        };
+        nint pt = table.Ptr;
+        void** args = stackalloc void*[] { &a, &pt };
+        Launch(_k.FlashAttn, (uint)tiles, (uint)q.Shape[1], 1, 256, (uint)smem, args, Profiling ? $"k_flash_attn tiles={tiles} Hq={q.Shape[1]} D={Dk}" : "k_flash_attn");
+        return true;
     }
 
     public void CacheWrite(KvCache cache, Tensor k, Tensor? v, StepBatch batch)

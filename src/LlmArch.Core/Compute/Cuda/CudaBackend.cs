@@ -19,7 +19,7 @@ public sealed record CudaOptions
     public static CudaOptions FromEnvironment(bool bf16 = false) => new()
     {
         Bf16 = bf16,
-        Graphs = Environment.GetEnvironmentVariable("LLMARCH_CUDA_GRAPHS") != "0",
+        Graphs = Environment.GetEnvironmentVariable("LLMARCH_CUDA_GRAPHS") != "0" && Environment.GetEnvironmentVariable("LLMARCH_CUDA_PROFILE") != "1",
         Fuse = Environment.GetEnvironmentVariable("LLMARCH_CUDA_FUSE") != "0",
     };
 }
@@ -119,6 +119,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
 
     internal void Launch(nint fn, uint gx, uint gy, uint gz, uint block, uint smem, void** args, string name)
     {
+        if (_profile is not null && !_capturing) { ProfiledLaunch(fn, gx, gy, gz, block, smem, args, name); return; }
         int r = cuLaunchKernel(fn, gx, gy, gz, block, 1, 1, smem, _stream, args, null);
         if (r != 0) throw new CudaException($"launch of {name} (grid {gx}x{gy}x{gz}, block {block}, smem {smem}): {Describe(r)}", r);
         if (_syncDebug && !_capturing)
@@ -126,6 +127,60 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
             r = cuStreamSynchronize(_stream);
             if (r != 0) throw new CudaException($"{name} failed: {Describe(r)}", r);
         }
+    }
+
+    // ---------------- profiling (LLMARCH_CUDA_PROFILE=1: events around every launch, graphs off) ----------------
+
+    private readonly Dictionary<string, (long Calls, double Ms)>? _profile =
+        Environment.GetEnvironmentVariable("LLMARCH_CUDA_PROFILE") == "1" ? new() : null;
+    private readonly List<nint> _events = new();
+    private readonly List<(string Name, int Event)> _pending = new();
+    private int _nextEvent;
+    public bool Profiling => _profile is not null;
+
+    private void ProfiledLaunch(nint fn, uint gx, uint gy, uint gz, uint block, uint smem, void** args, string name)
+    {
+        if (_nextEvent + 2 > 8192) CollectProfile();
+        while (_events.Count < _nextEvent + 2)
+        {
+            nint e;
+            Check(cuEventCreate(&e, 0), "cuEventCreate");
+            _events.Add(e);
+        }
+        int i = _nextEvent;
+        _nextEvent += 2;
+        Check(cuEventRecord(_events[i], _stream), "cuEventRecord");
+        int r = cuLaunchKernel(fn, gx, gy, gz, block, 1, 1, smem, _stream, args, null);
+        if (r != 0) throw new CudaException($"launch of {name}: {Describe(r)}", r);
+        Check(cuEventRecord(_events[i + 1], _stream), "cuEventRecord");
+        _pending.Add((name, i));
+    }
+
+    private void CollectProfile()
+    {
+        if (_profile is null || _pending.Count == 0) return;
+        Check(cuStreamSynchronize(_stream), "cuStreamSynchronize");
+        foreach (var (name, i) in _pending)
+        {
+            float ms;
+            Check(cuEventElapsedTime(&ms, _events[i], _events[i + 1]), "cuEventElapsedTime");
+            var (c, t) = _profile.GetValueOrDefault(name);
+            _profile[name] = (c + 1, t + ms);
+        }
+        _pending.Clear();
+        _nextEvent = 0;
+    }
+
+    /// <summary>Per kernel (and shape): calls and GPU time, largest first (LLMARCH_CUDA_PROFILE=1).</summary>
+    public IReadOnlyList<string> ProfileReport()
+    {
+        if (_profile is null) return [];
+        Bind();
+        Flush();
+        CollectProfile();
+        double total = _profile.Values.Sum(v => v.Ms);
+        return _profile.OrderByDescending(kv => kv.Value.Ms).Select(kv => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{kv.Value.Ms,10:F2} ms {kv.Value.Ms / total * 100,5:F1}% {kv.Value.Calls,8} calls {kv.Value.Ms * 1000 / kv.Value.Calls,9:F2} us/call  {kv.Key}")).ToList();
     }
 
     /// <summary>Blocks of 256 threads for a grid-stride loop over n items.</summary>
@@ -247,6 +302,7 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
     {
         Bind();
         Flush();
+        if (_pending.Count > 4096) CollectProfile();
         DrainDeferredFrees();
         _arena.Reset();
     }
@@ -357,6 +413,11 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
         if (x.DType is not (DType.F32 or DType.I32 or DType.BF16 or DType.F16)) throw new ArgumentException($"cannot fill a {x.DType} tensor");
         Bind();
         Flush();
+        LaunchFill(x, value);
+    }
+
+    private void LaunchFill(Tensor x, float value)
+    {
         long n = x.Count;
         if (n == 0) return;
         nint p = x.Ptr;
@@ -503,7 +564,8 @@ public sealed unsafe partial class CudaBackend : IBackend, IDisposable
             {
                 if (_chunk == _chunks.Count)
                 {
-                    long size = Math.Max(bytes, _chunks.Count == 0 ? 64L << 20 : _chunks[^1].Bytes * 2);
+                    // Doubling up to 1 GiB per chunk: a long prefill needs many GiB in all, not one giant block.
+                    long size = Math.Max(bytes, _chunks.Count == 0 ? 64L << 20 : Math.Min(_chunks[^1].Bytes * 2, 1L << 30));
                     _chunks.Add((b.Malloc(size, "scratch"), size));
                     Reserved += size;
                     Growth++;

@@ -518,5 +518,14 @@ public static unsafe class CudaOpCheck
         yield return ("decode long context (split-KV)", 8, 2, 64, 64, P(0.125f), false, 1100, new[] { (0, 1037, 1), (1, 700, 1) });
         yield return ("decode long context sinks", 8, 2, 64, 64, P(0.125f), false, 1100, new[] { (0, 1037, 1) });
         yield return ("decode window + split", 4, 2, 32, 32, P(0.17f, window: 100), false, 600, new[] { (0, 550, 1) });
+        // Prefill-sized steps (16+ tokens per sequence) take the flash kernel.
+        var prefill = new[] { (0, 0, 70), (1, 30, 20), (2, 7, 1) };
+        yield return ("prefill gqa", 8, 2, 64, 64, P(0.125f), false, 128, prefill);
+        yield return ("prefill head dim 128", 4, 4, 128, 128, P(0.088f), false, 128, new[] { (0, 0, 100), (1, 10, 33) });
+        yield return ("prefill odd dims", 6, 3, 40, 24, P(0.15f), false, 128, prefill);
+        yield return ("prefill window 24", 8, 2, 64, 64, P(0.125f, window: 24), false, 128, prefill);
+        yield return ("prefill chunk 32 + softcap + sinks", 8, 2, 64, 64, P(0.125f, chunk: 32, softcap: 3f), false, 128, prefill);
+        yield return ("prefill temperature", 8, 2, 64, 64, P(0.125f, temp: 16), false, 128, prefill);
+        yield return ("prefill ring window 24", 8, 2, 64, 64, P(0.125f, window: 24), true, 56, new[] { (0, 0, 70), (1, 50, 20) });
     }
 }

@@ -47,7 +47,7 @@ namespace LlmArch.Compute.Cuda
             private readonly CudaBackend _b;
             private readonly int _rows, _vocab;
             private readonly DeviceSamplingOptions _o;
-            private readonly Tensor _ids;
+            private readonly Tensor _ids, _best;
             private readonly Tensor? _seen;
             private readonly PinnedBuffer _host;
             private ulong _step;
@@ -60,6 +60,7 @@ namespace LlmArch.Compute.Cuda
                 if (!(o.RepetitionPenalty > 0)) throw new LlmArchInputException($"repetition penalty must be > 0 (got {o.RepetitionPenalty})");
                 _b = b; _rows = rows; _vocab = vocab; _o = o;
                 _ids = b.Allocate(DType.I32, new Shape(rows), "sampler.ids");
+                _best = b.Allocate(DType.I64, new Shape(rows), "sampler.best");
                 if (o.RepetitionPenalty != 1f) _seen = b.Allocate(DType.U8, new Shape(rows, vocab), "sampler.seen");
                 _host = new PinnedBuffer(Math.Max(rows * 4, 64));
             }
@@ -94,8 +95,13 @@ namespace LlmArch.Compute.Cuda
                 }
                 if (_o.Temperature == 0f)
                 {
-                    void** aa = stackalloc void*[] { &pl, &V, &pout, &pseen };
-                    _b.Launch(_b._k.ArgMax, (uint)_rows, 1, 1, 1024, 0, aa, "k_argmax");
+                    nint pb = _best.Ptr;
+                    int rows = _rows;
+                    Check(cuMemsetD8Async((ulong)pb, 0, (nuint)(rows * 8), _b.Stream), "cuMemsetD8Async");
+                    void** aa = stackalloc void*[] { &pl, &V, &pb };
+                    _b.Launch(_b._k.ArgMaxPartial, (uint)Math.Clamp((V + 2047) / 2048, 1, 64), (uint)rows, 1, 256, 0, aa, "k_argmax_partial");
+                    void** fa = stackalloc void*[] { &pb, &rows, &V, &pout, &pseen };
+                    _b.Launch(_b._k.ArgMaxFinish, (uint)((rows + 255) / 256), 1, 1, 256, 0, fa, "k_argmax_finish");
                 }
                 else
                 {
@@ -116,6 +122,7 @@ namespace LlmArch.Compute.Cuda
             public override void Dispose()
             {
                 _b.Free(_ids);
+                _b.Free(_best);
                 if (_seen is not null) _b.Free(_seen);
                 _host.Dispose();
             }

@@ -51,7 +51,7 @@ internal struct GemvArgs
     public GemvSeg Seg0, Seg1, Seg2, Seg3;
     public int M, K, Nseg, Wpr, PairMode, GluKind, NormMode;
     public float NormEps, NormOffset, GluLimit, GluAlpha;
-    public int TotalRows;
+    public int TotalRows, Rpw, Pad_;
 }
 
 [StructLayout(LayoutKind.Sequential)]
