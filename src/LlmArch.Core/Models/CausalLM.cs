@@ -18,6 +18,8 @@ public enum MixerKind
     CompressedSparse,
     /// <summary>DeepSeek-V4 heavily compressed attention: a sliding window plus every compressed entry.</summary>
     HeavilyCompressed,
+    /// <summary>No token mixer: a feed-forward-only block (Nemotron-H's MLP and MoE blocks).</summary>
+    None,
 }
 
 /// <summary>What kind of feed-forward a layer has.</summary>

@@ -27,11 +27,12 @@ public abstract class StackModel : CausalLM
     public override int HiddenSize => Hidden;
     public override ArchitectureInfo Info => _info ??= Describe();
 
-    protected StackModel(ModelConfig c, WeightSource w, IBackend b, string layersKey = "num_hidden_layers") : base(c, w, b)
+    /// <param name="layers">the layer count when the config derives it from elsewhere (a block pattern); else num_hidden_layers.</param>
+    protected StackModel(ModelConfig c, WeightSource w, IBackend b, int? layers = null) : base(c, w, b)
     {
         Hidden = c.RequirePositive(c.HiddenSize, "hidden_size");
         Vocab = c.RequirePositive(c.VocabSize, "vocab_size");
-        NumLayersConfigured = c.RequirePositive(c.NumHiddenLayers, layersKey);
+        NumLayersConfigured = c.RequirePositive(layers ?? c.NumHiddenLayers, "num_hidden_layers");
         MaxPos = c.RequirePositive(c.MaxPositionEmbeddings ?? c.Get<int?>("model_max_length"), "max_position_embeddings");
     }
 

@@ -1,0 +1,15 @@
+namespace LlmArch.Compute;
+
+// Fused forms of the frontier families' computations (same contract as FusedOps.cs: each computes exactly what its
+// composition in Blocks/ computes, which stays the reference and the fallback of a backend without it).
+
+/// <summary>Mamba2's selective scan (Nemotron-H), over a ragged batch with per-slot state.</summary>
+public interface IFusedMamba2Scan
+{
+    /// <summary>
+    /// x <c>[N, H, P]</c>, dt <c>[N, H]</c> (already softplus'ed and clamped), a = -exp(A_log) <c>[H]</c>, B and C <c>[N, H, Ns]</c>,
+    /// state <c>[Slots, H, P, Ns]</c> updated in place per sequence. Per token: S = exp(dt·a)·S + dt·x ⊗ B; y = S·C.
+    /// chunkSize 0 runs token by token; otherwise the chunked form. Result <c>[N, H, P]</c> (no D skip).
+    /// </summary>
+    Tensor Mamba2Scan(Tensor x, Tensor dt, Tensor a, Tensor b, Tensor c, Tensor state, StepBatch batch, int chunkSize);
+}
