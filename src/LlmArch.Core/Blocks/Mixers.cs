@@ -56,12 +56,19 @@ public sealed class DeltaNetBlock(GatedDeltaNet net) : IRecurrentBlock
     public Tensor Forward(IBackend b, Tensor x, RecurrentState state, StepBatch batch) => Net.Forward(b, x, state, batch);
 }
 
+/// <summary>One layer of a hybrid stack: its mixer (which owns the layer's cache entry) and how it updates x <c>[N, C]</c>.</summary>
+public interface IStackLayer
+{
+    IMixer Mixer { get; }
+    Tensor Forward(IBackend b, Tensor x, ModelCache cache, int layer, StepBatch batch);
+}
+
 /// <summary>
 /// One residual layer around a mixer and an optional feed-forward, with the norms where the family puts them:
 /// x += post_mix(mixer(pre_mix(x))); x += post_ffn(ffn(pre_ffn(x))). Absent norms are skipped; a null feed-forward
 /// makes a mixer-only block (Nemotron-H). x <c>[N, C]</c> is updated in place.
 /// </summary>
-public sealed class MixerLayer
+public sealed class MixerLayer : IStackLayer
 {
     public IModule? PreMixerNorm { get; init; }
     public required IMixer Mixer { get; init; }

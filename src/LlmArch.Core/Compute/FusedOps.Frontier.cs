@@ -13,3 +13,13 @@ public interface IFusedMamba2Scan
     /// </summary>
     Tensor Mamba2Scan(Tensor x, Tensor dt, Tensor a, Tensor b, Tensor c, Tensor state, StepBatch batch, int chunkSize);
 }
+
+/// <summary>MiniMax's lightning attention (linear attention with a per-head decay), over a ragged batch with per-slot state.</summary>
+public interface IFusedLightning
+{
+    /// <summary>
+    /// q, k, v <c>[N, H, D]</c>, stepDecay exp(-slope) <c>[H]</c>, state <c>[Slots, H, D, D]</c> updated in place per sequence.
+    /// Per token: KV = r·KV + kᵀv; o = q·KV. blockSize 0 runs token by token; otherwise the block form. Result <c>[N, H, D]</c>.
+    /// </summary>
+    Tensor LightningAttention(Tensor q, Tensor k, Tensor v, Tensor stepDecay, Tensor state, StepBatch batch, int blockSize);
+}

@@ -38,7 +38,7 @@ public sealed class Lfm2 : StackModel
             OName = "out_proj", QNormName = "q_layernorm", KNormName = "k_layernorm",
         };
         Embed = w.Get("model.embed_tokens.weight", [Vocab, Hidden], WeightUse.Embed);
-        Stack = new MixerLayer[NumLayersConfigured];
+        Stack = new IStackLayer[NumLayersConfigured];
         for (int i = 0; i < Stack.Length; i++)
         {
             string p = $"model.layers.{i}";

@@ -51,7 +51,7 @@ public sealed class NemotronH : StackModel
         var tables = _kinds.Contains("mamba") ? new Mamba2Scan.Tables(w, _mamba.ChunkSize) : null;
 
         Embed = w.Get("backbone.embeddings.weight", [Vocab, Hidden], WeightUse.Embed);
-        Stack = new MixerLayer[NumLayersConfigured];
+        Stack = new IStackLayer[NumLayersConfigured];
         for (int i = 0; i < Stack.Length; i++)
         {
             string p = $"backbone.layers.{i}";

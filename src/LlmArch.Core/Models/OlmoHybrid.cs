@@ -42,7 +42,7 @@ public sealed class OlmoHybrid : StackModel
             QkvBias = c.AttentionBias ?? false, OutBias = c.AttentionBias ?? false,
         };
         Embed = w.Get("model.embed_tokens.weight", [Vocab, Hidden], WeightUse.Embed);
-        Stack = new MixerLayer[NumLayersConfigured];
+        Stack = new IStackLayer[NumLayersConfigured];
         for (int i = 0; i < Stack.Length; i++)
         {
             string p = $"model.layers.{i}";

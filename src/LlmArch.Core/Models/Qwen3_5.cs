@@ -46,7 +46,7 @@ public sealed class Qwen3_5 : StackModel
         // Multimodal checkpoints keep the text stack under model.language_model.
         string p0 = w.HasData && w.Contains("model.language_model.embed_tokens.weight") ? "model.language_model" : "model";
         Embed = w.Get($"{p0}.embed_tokens.weight", [Vocab, Hidden], WeightUse.Embed);
-        Stack = new MixerLayer[NumLayersConfigured];
+        Stack = new IStackLayer[NumLayersConfigured];
         for (int i = 0; i < Stack.Length; i++)
         {
             string p = $"{p0}.layers.{i}";
@@ -91,7 +91,7 @@ public sealed class Qwen3_5 : StackModel
             {
                 Mixer = MixerKind.Linear, Heads = _dn.ValueHeads, KvHeads = _dn.KeyHeads, HeadDim = _dn.KeyDim, ValueDim = _dn.ValueDim,
                 Rope = false, StateValues = _dn.StateValues,
-            }).WithFfn(l.FeedForward!)).ToList();
+            }).WithFfn(((MixerLayer)l).FeedForward!)).ToList();
         int linear = layers.Count(l => l.Mixer == MixerKind.Linear);
         return new ArchitectureInfo
         {

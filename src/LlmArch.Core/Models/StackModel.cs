@@ -5,7 +5,7 @@ using LlmArch.Compute;
 namespace LlmArch.Models;
 
 /// <summary>
-/// The skeleton the hybrid families share: token embedding (optionally scaled), a stack of <see cref="MixerLayer"/>s
+/// The skeleton the hybrid families share: token embedding (optionally scaled), a stack of layers (<see cref="IStackLayer"/>, usually <see cref="MixerLayer"/>)
 /// whose mixers own their cache entries, a final norm and the LM head (tied or not, optional final softcap). A family
 /// file reads its config, builds the layers and their <see cref="LayerInfo"/>, and overrides what differs.
 /// </summary>
@@ -15,7 +15,7 @@ public abstract class StackModel : CausalLM
     protected Tensor Embed = null!;
     protected Tensor LmHeadWeight = null!;
     protected IModule FinalNorm = null!;
-    protected MixerLayer[] Stack = [];
+    protected IStackLayer[] Stack = [];
     protected float EmbedScale = 1f;
     protected float FinalSoftcap;
     /// <summary>RoPE tables to size once per cache (tables shared by several layers appear once).</summary>
