@@ -23,3 +23,14 @@ public interface IFusedLightning
     /// </summary>
     Tensor LightningAttention(Tensor q, Tensor k, Tensor v, Tensor stepDecay, Tensor state, StepBatch batch, int blockSize);
 }
+
+/// <summary>Kimi Delta Attention's rule (the gated delta rule with per-channel decay), over a ragged batch with per-slot state.</summary>
+public interface IFusedKda
+{
+    /// <summary>
+    /// q, k <c>[N, H, Dk]</c> (L2-normalized inside; q also scaled by 1/sqrt(Dk)), v <c>[N, H, Dv]</c>, g <c>[N, H, Dk]</c> log decays,
+    /// beta <c>[N, H]</c>, state <c>[Slots, H, Dk, Dv]</c> updated in place per sequence. Per token: S = diag(e^g) S;
+    /// S += k ⊗ β(v - Sᵀk); o = Sᵀq. chunkSize 0 runs token by token; otherwise the chunked form. Result <c>[N, H, Dv]</c>.
+    /// </summary>
+    Tensor KdaRule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, Tensor state, StepBatch batch, int chunkSize);
+}
