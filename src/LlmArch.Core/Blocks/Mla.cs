@@ -83,7 +83,7 @@ public sealed class MlaAttention : SelfAttention
         new(b, slots, maxTokens, 1, Mla.CacheDim, Mla.KvLoraRank, valuesInKeys: true, name: "mla");
 
     /// <summary>A different matrix per head: x <c>[N, H, K]</c> times w <c>[H, O, K]</c> → <c>[N, H, O]</c>.</summary>
-    private static Tensor HeadLinear(IBackend b, Tensor x, Tensor w) =>
+    public static Tensor HeadLinear(IBackend b, Tensor x, Tensor w) =>
         b.Transpose(b.BatchMatMul(b.Transpose(x, 0, 1), w, transposeB: true), 0, 1);
 
     public override Tensor Forward(IBackend b, Tensor x, KvCache? cache, StepBatch batch, KvShare? share = null, int layer = -1)

@@ -47,6 +47,15 @@ public static class FrontierWeightTransforms
         return r;
     }
 
+    /// <summary>0, 1, ..., n-1 as a host F32 vector (key positions for masks).</summary>
+    public static Tensor Arange(string name, int n)
+    {
+        var t = Tensor.Zeros(DType.F32, new Shape(n), name);
+        var f = t.AsFloats();
+        for (int i = 0; i < n; i++) f[i] = i;
+        return t;
+    }
+
     /// <summary>A host F32 tensor of the given values (tables derived from the config, e.g. MiniMax's decay slopes).</summary>
     public static Tensor FromValues(string name, float[] values, Shape shape) => Tensor.FromFloats(values, shape, name);
 }
