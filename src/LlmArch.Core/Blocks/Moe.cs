@@ -18,6 +18,7 @@ namespace LlmArch.Blocks;
 //   MiniMax-M2    Sigmoid        renormalized                      correction bias
 //   Llama 4       Sigmoid, k=1   sigmoid score scales the INPUT    shared expert summed in
 //   Grok          Softmax        unnormalized softmax probs        router logit softcap, GeGLU (tanh)
+//   DeepSeek-V4   SqrtSoftplus   renormalized * routed_scaling     correction bias; hash-routed layers pick by token id
 
 /// <summary>How router logits become scores.</summary>
 public enum RouterScoring
@@ -28,6 +29,8 @@ public enum RouterScoring
     Sigmoid,
     /// <summary>top-k of the raw logits, then softmax over only those k (gpt-oss).</summary>
     TopKSoftmax,
+    /// <summary>sqrt(softplus(logit)) per expert, then top-k (DeepSeek-V4).</summary>
+    SqrtSoftplus,
 }
 
 /// <summary>The routing rule of a MoE layer; see <see cref="MoeRouting.Route"/>.</summary>
@@ -89,6 +92,8 @@ public static class MoeRouting
             for (int e = 0; e < E; e++) score[e] = s.LogitSoftcap > 0 ? s.LogitSoftcap * MathF.Tanh(l[e] / s.LogitSoftcap) : l[e];
             if (s.Scoring == RouterScoring.Softmax) Softmax(score);
             else if (s.Scoring == RouterScoring.Sigmoid) for (int e = 0; e < E; e++) score[e] = 1f / (1f + MathF.Exp(-score[e]));
+            else if (s.Scoring == RouterScoring.SqrtSoftplus)
+                for (int e = 0; e < E; e++) score[e] = MathF.Sqrt(score[e] > 20f ? score[e] : MathF.Log(1f + MathF.Exp(score[e])));
             for (int e = 0; e < E; e++) choice[e] = s.CorrectionBias ? score[e] + correctionBias[e] : score[e];
             if (G > 1)
             {
@@ -281,6 +286,7 @@ public sealed class Moe : IModule
         {
             RouterScoring.Softmax => b.Softmax(scores),
             RouterScoring.Sigmoid => b.Unary(scores, UnaryOp.Sigmoid),
+            RouterScoring.SqrtSoftplus => b.Unary(b.Unary(scores, UnaryOp.Softplus), UnaryOp.Sqrt),
             _ => scores,
         };
         var choice = s.CorrectionBias ? b.Binary(scores, correctionBias!, BinaryOp.Add) : scores;
