@@ -29,7 +29,7 @@ public sealed class KimiLinear : StackModel
         _kdaDim = c.RequirePositive(c.Get<int?>("linear_head_dim") ?? c.Get<int?>("linear_key_head_dim") ?? FromLac("head_dim"), "linear_head_dim");
         _kernel = c.RequirePositive(c.LinearConvKernelDim ?? FromLac("short_conv_kernel_size") ?? 4, "linear_conv_kernel_dim");
         var full = lac?["full_attn_layers"]?.AsArray().Select(n => (int)n! - 1).ToHashSet();
-        var types = Types(full is not null ? i => full.Contains(i) ? "full_attention" : "linear_attention" : null,
+        var types = Types(full is not null ? i => full.Contains(i) ? "full_attention" : "linear_attention" : i => i > 0 && i % 4 == 0 ? "full_attention" : "linear_attention",
             "linear_attention", "kda_attention", "full_attention");
 
         int nope = c.RequirePositive(c.Get<int?>("qk_nope_head_dim"), "qk_nope_head_dim");
@@ -70,7 +70,7 @@ public sealed class KimiLinear : StackModel
 
     private Moe LoadMoe(ModelConfig c, WeightSource w, string p)
     {
-        var (E, key) = MoeLayers.RoutedExperts(c);
+        var (E, key) = c.NumExperts is int ne ? (ne, "num_experts") : MoeLayers.RoutedExperts(c);
         int K = c.RequirePositive(c.NumExpertsPerTok ?? c.Get<int?>("num_experts_per_token"), "num_experts_per_token");
         int width = c.RequirePositive(c.MoeIntermediateSize, "moe_intermediate_size");
         string act = c.Get<string>("moe_router_activation_func") ?? c.ScoringFunc ?? "sigmoid";

@@ -32,8 +32,8 @@ public sealed class MiniMax : StackModel
         _types = Types(attnTypes is not null ? i => attnTypes[i] == 1 ? "full_attention" : "linear_attention" : i => (i + 1) % 2 != 0 ? "full_attention" : "linear_attention",
             "full_attention", "linear_attention");
         _blockSize = c.RequirePositive(c.Get<int?>("block_size") ?? 256, "block_size");
-        int? rotary = c.Get<int?>("rotary_dim");
-        var rope = Rope(RotaryEmbedding.Create(c, c.RopeFor(null), headDim, rotary is > 0 && c.PartialRotaryFactor is null ? rotary : null));
+        // As transformers: partial rotary only through rope_parameters / partial_rotary_factor (the original rotary_dim is not read).
+        var rope = Rope(RotaryEmbedding.Create(c, c.RopeFor(null), headDim));
         _attn = new AttentionSpec { Hidden = Hidden, Heads = heads, KvHeads = kv, HeadDim = headDim, Rope = rope, Window = c.SlidingWindow ?? 0 };
         var (E, key) = MoeLayers.RoutedExperts(c);
         _router = new RouterSpec { Experts = E, TopK = c.RequirePositive(c.NumExpertsPerTok, "num_experts_per_tok"), Scoring = RouterScoring.Softmax, NormalizeTopK = true };

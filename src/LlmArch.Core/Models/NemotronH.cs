@@ -20,7 +20,7 @@ public sealed class NemotronH : StackModel
     private readonly AttentionSpec _attn;
     private readonly int _mlp;
 
-    public NemotronH(ModelConfig c, WeightSource w, IBackend b) : base(c, w, b, c.NumHiddenLayers ?? RawKinds(c).Length)
+    public NemotronH(ModelConfig c, WeightSource w, IBackend b) : base(c, w, b, RawKinds(c).Length)
     {
         float eps = (float)(c.Get<double?>("layer_norm_epsilon") ?? c.RmsNormEps ?? 1e-5);
         _kinds = BlockKinds(c, NumLayersConfigured);
@@ -29,7 +29,7 @@ public sealed class NemotronH : StackModel
         if (heads % kv != 0) throw c.Invalid("num_key_value_heads", $"{kv} does not divide num_attention_heads {heads}");
         _attn = new AttentionSpec
         {
-            Hidden = Hidden, Heads = heads, KvHeads = kv, HeadDim = c.RequirePositive(c.HeadDim ?? Hidden / heads, "head_dim"),
+            Hidden = Hidden, Heads = heads, KvHeads = kv, HeadDim = c.RequirePositive(c.HeadDim ?? 128, "head_dim"),
             QkvBias = c.AttentionBias ?? false, OutBias = c.AttentionBias ?? false,
         };
         int mambaHeads = c.RequirePositive(c.Get<int?>("mamba_num_heads"), "mamba_num_heads");
@@ -41,7 +41,7 @@ public sealed class NemotronH : StackModel
             Groups = c.RequirePositive(c.Get<int?>("n_groups") ?? 1, "n_groups"),
             ConvKernel = c.RequirePositive(c.Get<int?>("conv_kernel") ?? 4, "conv_kernel"),
             ConvBias = c.Get<bool?>("use_conv_bias") ?? true, ProjBias = c.Get<bool?>("use_bias") ?? false,
-            NormEps = eps, TimeStepMin = (float)(c.Get<double?>("time_step_min") ?? 0),
+            NormEps = eps, TimeStepMin = (float)(c.Get<double?>("mamba_dt_min") ?? c.Get<double?>("time_step_min") ?? 0.001),
             ChunkSize = c.RequirePositive(c.Get<int?>("chunk_size") ?? 256, "chunk_size"),
         };
         if (_mamba.Heads % _mamba.Groups != 0) throw c.Invalid("n_groups", $"{_mamba.Groups} does not divide mamba_num_heads {_mamba.Heads}");
@@ -70,7 +70,7 @@ public sealed class NemotronH : StackModel
         LmHeadWeight = c.TieWordEmbeddings ?? false ? Embed : w.Get("lm_head.weight", Vocab, Hidden);
     }
 
-    /// <summary>Block kinds from layers_block_type (current and earlier names) or hybrid_override_pattern.</summary>
+    /// <summary>Block kinds from layers_block_type (current and earlier names) or hybrid_override_pattern; their count is the layer count.</summary>
     private static string[] RawKinds(ModelConfig c)
     {
         if (c.Get<string[]>("layers_block_type") is { } t) return t;
@@ -82,7 +82,6 @@ public sealed class NemotronH : StackModel
     private static string[] BlockKinds(ModelConfig c, int layers)
     {
         var raw = RawKinds(c);
-        if (raw.Length != layers) throw c.Invalid("layers_block_type", $"has {raw.Length} entries but num_hidden_layers is {layers}");
         return raw.Select((k, i) => k switch
         {
             "mamba" or "linear_attention" => "mamba",
