@@ -74,6 +74,8 @@ public sealed class CompressedAttention : IMixer
     private readonly Linear? _cKv, _cGate, _iKv, _iGate, _iWqB, _iWeights;
     private readonly Tensor? _cApe, _iApe;
     private readonly RmsNorm? _cNorm, _iNorm;
+    /// <summary>CSA: score every visible entry with the unselected ones masked, instead of gathering the top-k (tests compare the two).</summary>
+    public bool DenseMasked { get; set; }
 
     public CompressedAttention(WeightSource w, string prefix, CompressedAttentionSpec s, int rawEntry, int poolEntry, int indexPoolEntry, Tensor positions)
     {
@@ -283,11 +285,26 @@ public sealed class CompressedAttention : IMixer
                         var index = b.BatchMatMul(b.View(b.Slice(iw!, off, T, 0), new Shape(T, 1, s.IndexHeads)), b.View(isc, new Shape(T, s.IndexHeads, E)), transposeB: false);
                         int k = Math.Min(s.IndexTopK, E);
                         var idx = b.TopK(b.Binary(b.View(index, new Shape(T, E)), hidden, BinaryOp.Add), k).Indices;               // [T, k]
-                        var ids = b.Cast(b.Unary(b.Cast(idx, DType.F32), UnaryOp.Affine, 1f, (float)((long)slot * pool.Capacity)), DType.I32);
-                        var picked = b.View(b.Gather(b.View(pool.K, new Shape(pool.Slots * pool.Capacity, D)), b.View(ids, new Shape(T * k))), new Shape(T, k, D));
-                        scores2 = b.BatchMatMul(qs, picked, transposeB: true);                                                      // [T, H, k]
-                        scores2 = b.Binary(b.Unary(scores2, UnaryOp.Affine, scale), b.View(b.TakeAlong(hidden, idx), new Shape(T, 1, k)), BinaryOp.Add);
-                        values2 = picked; gathered = true;
+                        if (DenseMasked)
+                        {
+                            // Every entry scored, the unselected (and still hidden) ones masked out.
+                            var flat = b.Cast(b.Binary(b.Cast(idx, DType.F32), b.Unary(b.View(_positions, new Shape(T, 1)), UnaryOp.Affine, E), BinaryOp.Add), DType.I32);
+                            var selected = b.Empty(new Shape(T * E, 1)); b.Fill(selected, 0f);
+                            var ones = b.Empty(new Shape(T * k, 1)); b.Fill(ones, 1f);
+                            b.ScatterAdd(selected, b.View(flat, new Shape(T * k)), ones);
+                            var mask = b.Binary(hidden, b.Unary(b.View(selected, new Shape(T, E)), UnaryOp.Affine, 1e30f, -1e30f), BinaryOp.Add);
+                            scores2 = b.View(b.BatchMatMul(b.View(qs, new Shape(1, T * H, D)), b.View(entries, new Shape(1, E, D)), transposeB: true), new Shape(T, H, E));
+                            scores2 = b.Binary(b.Unary(scores2, UnaryOp.Affine, scale), b.View(mask, new Shape(T, 1, E)), BinaryOp.Add);
+                            values2 = b.View(entries, new Shape(1, E, D));
+                        }
+                        else
+                        {
+                            var ids = b.Cast(b.Unary(b.Cast(idx, DType.F32), UnaryOp.Affine, 1f, (float)((long)slot * pool.Capacity)), DType.I32);
+                            var picked = b.View(b.Gather(b.View(pool.K, new Shape(pool.Slots * pool.Capacity, D)), b.View(ids, new Shape(T * k))), new Shape(T, k, D));
+                            scores2 = b.BatchMatMul(qs, picked, transposeB: true);                                                  // [T, H, k]
+                            scores2 = b.Binary(b.Unary(scores2, UnaryOp.Affine, scale), b.View(b.TakeAlong(hidden, idx), new Shape(T, 1, k)), BinaryOp.Add);
+                            values2 = picked; gathered = true;
+                        }
                     }
                 }
             }

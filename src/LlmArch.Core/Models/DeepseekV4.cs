@@ -149,6 +149,12 @@ public sealed class DeepseekV4 : StackModel
         return FinalNorm.Forward(b, _head.Forward(b, streams));
     }
 
+    /// <summary>Runs CSA layers densely with the indexer's selection as a mask (tests compare it with the gathered form).</summary>
+    public bool DenseMasked
+    {
+        set { foreach (var l in Stack) ((CompressedAttention)((Layer)l).Mixer).DenseMasked = value; }
+    }
+
     /// <summary>Four cache entries per layer: the window ring, the compressor's raw ring, the compressed entries, the indexer's entries.</summary>
     protected override int CacheEntries => 4 * Stack.Length;
 

@@ -68,6 +68,12 @@ public sealed class MiniMax : StackModel
         LmHeadWeight = c.TieWordEmbeddings ?? false ? Embed : w.Get("lm_head.weight", Vocab, Hidden);
     }
 
+    /// <summary>Runs every lightning layer token by token for prefill too (tests compare it with the block form).</summary>
+    public bool AlwaysRecurrent
+    {
+        set { foreach (var l in Stack) if (l.Mixer is RecurrentMixer { Block: LightningAttention a }) a.AlwaysRecurrent = value; }
+    }
+
     /// <summary>h = norm(x); h = h·α + mixer(h)·β; h = norm₂(h); out = h·α' + moe(h)·β'.</summary>
     private sealed class Layer : IStackLayer
     {

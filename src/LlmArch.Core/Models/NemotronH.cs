@@ -70,6 +70,12 @@ public sealed class NemotronH : StackModel
         LmHeadWeight = c.TieWordEmbeddings ?? false ? Embed : w.Get("lm_head.weight", Vocab, Hidden);
     }
 
+    /// <summary>Runs every Mamba2 mixer token by token for prefill too (tests compare it with the chunked scan).</summary>
+    public bool AlwaysRecurrent
+    {
+        set { foreach (var l in Stack) if (l.Mixer is RecurrentMixer { Block: Mamba2Mixer m }) m.AlwaysRecurrent = value; }
+    }
+
     /// <summary>Block kinds from layers_block_type (current and earlier names) or hybrid_override_pattern; their count is the layer count.</summary>
     private static string[] RawKinds(ModelConfig c)
     {
