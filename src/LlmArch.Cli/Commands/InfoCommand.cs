@@ -46,6 +46,7 @@ public sealed class InfoCommand : ICommand
             o["param_groups"] = new JsonObject(a.Groups.Select(g => KeyValuePair.Create(g.Name, (JsonNode?)new JsonObject { ["params"] = g.Params, ["active_params"] = g.ActiveParams })));
             o["params_by_dtype"] = new JsonObject(a.ParamsByDType.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
             o["file_bytes"] = a.FileBytes;
+            o["layer_kinds"] = new JsonArray(a.LayerKinds().Select(k => (JsonNode)new JsonObject { ["letter"] = k.Letter.ToString(), ["layers"] = k.Count, ["description"] = k.Description }).ToArray());
             stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }
@@ -79,6 +80,7 @@ public sealed class InfoCommand : ICommand
         w.WriteLine("architecture");
         Row("model_type", a.ModelType + (a.OuterModelType is { } o ? $" (text stack of {o}; other towers not counted)" : ""));
         Row("layers", $"{a.NumLayers}: attention {a.AttentionPattern}, FFN {a.FfnPattern}");
+        foreach (var (letter, count, description) in a.LayerKinds()) Row($"  {letter} x{count}", description);
         string heads = $"{a.Heads} query / {a.KvHeads} KV heads, head dim {a.HeadDim}" + (a.ValueDim != a.HeadDim ? $", value dim {a.ValueDim}" : "");
         Row("attention", $"{a.AttentionKind}; {heads}" + (a.KvSharedLayers > 0 ? $"; {a.KvSharedLayers} layers reuse another layer's KV" : ""));
         Row("norms", $"{a.Norm}; QK-norm: {a.QkNorm}");
