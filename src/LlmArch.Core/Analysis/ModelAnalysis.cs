@@ -290,14 +290,14 @@ public sealed record ModelAnalysis
             char c = Letter(l.Mixer);
             if (mixedRope && !l.Rope && !IsStateMixer(l.Mixer) && l.Mixer != MixerKind.None) c = char.ToLowerInvariant(c);
             attnLetters.Append(c);
-            ffnLetters.Append(l.Ffn switch { FfnKind.Moe => 'E', FfnKind.DenseAndMoe => 'P', _ => 'D' });
+            ffnLetters.Append(l.Ffn switch { FfnKind.Moe => 'E', FfnKind.DenseAndMoe => 'P', FfnKind.None => '-', _ => 'D' });
         }
 
         var attnLayers = layers.Where(l => !IsStateMixer(l.Mixer) && l.Mixer != MixerKind.None).ToList();
         var main = attnLayers.FirstOrDefault(l => l.Mixer is MixerKind.Full or MixerKind.Mla or MixerKind.SparseMla or MixerKind.CompressedSparse or MixerKind.HeavilyCompressed)
                    ?? attnLayers.FirstOrDefault() ?? layers.FirstOrDefault() ?? new LayerInfo();
         var moe = layers.Where(l => l.Ffn != FfnKind.Dense && l.Experts > 0).MaxBy(l => l.Experts);
-        var dense = layers.FirstOrDefault(l => l.Ffn != FfnKind.Moe);
+        var dense = layers.FirstOrDefault(l => l.Ffn is FfnKind.Dense or FfnKind.DenseAndMoe);
         int window = layers.Where(l => l.Mixer is MixerKind.Sliding or MixerKind.CompressedSparse or MixerKind.HeavilyCompressed).Select(l => l.Window).DefaultIfEmpty(0).Max();
         int chunk = layers.Where(l => l.Mixer == MixerKind.Chunked).Select(l => l.Window).DefaultIfEmpty(0).Max();
 

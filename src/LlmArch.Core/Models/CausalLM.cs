@@ -23,7 +23,12 @@ public enum MixerKind
 }
 
 /// <summary>What kind of feed-forward a layer has.</summary>
-public enum FfnKind { Dense, Moe, DenseAndMoe }
+public enum FfnKind
+{
+    Dense, Moe, DenseAndMoe,
+    /// <summary>No feed-forward: a mixer-only block (Nemotron-H's Mamba2 and attention blocks).</summary>
+    None,
+}
 
 /// <summary>
 /// One layer as analysis sees it: enough to compute KV-cache bytes and attention FLOPs without a second copy of

@@ -54,13 +54,14 @@ public sealed class Lfm2 : StackModel
             };
         }
         FinalNorm = RmsNorm.Load(w, "model.embedding_norm.weight", Hidden, eps);
-        LmHeadWeight = c.TieWordEmbeddings ?? true ? Embed : w.Get("lm_head.weight", Vocab, Hidden);
+        // The released configs name these tie_embedding and block_ff_dim; transformers lets them override.
+        LmHeadWeight = c.Get<bool?>("tie_embedding") ?? c.TieWordEmbeddings ?? true ? Embed : w.Get("lm_head.weight", Vocab, Hidden);
     }
 
     /// <summary>The reference's width: int(2I/3), then with a multiplier int(m·I) rounded up to block_multiple_of.</summary>
     public static int FeedForwardWidth(ModelConfig c)
     {
-        int inter = c.RequirePositive(c.IntermediateSize?[0], "intermediate_size");
+        int inter = c.RequirePositive(c.Get<int?>("block_ff_dim") ?? c.IntermediateSize?[0] ?? 12288, "intermediate_size");
         if (!(c.Get<bool?>("block_auto_adjust_ff_dim") ?? true)) return inter;
         inter = (int)(2L * inter / 3);
         if (c.Get<double?>("block_ffn_dim_multiplier") is double m)

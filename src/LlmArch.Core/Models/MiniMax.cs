@@ -13,7 +13,7 @@ namespace LlmArch.Models;
 /// <c>mlp_*</c>), and the post-attention norm is applied to that sum before the MoE. Layer types come from
 /// <c>layer_types</c>, the original <c>attn_type_list</c> (1 = softmax attention), or the reference's alternating default.
 /// </summary>
-[ModelType("minimax", "MiniMaxForCausalLM", "MiniMaxText01ForCausalLM", "MiniMaxM1ForCausalLM")]
+[ModelType("minimax", "minimax_m1", "minimax_text_01", "MiniMaxForCausalLM", "MiniMaxText01ForCausalLM", "MiniMaxM1ForCausalLM")]
 public sealed class MiniMax : StackModel
 {
     private readonly string[] _types;
@@ -32,14 +32,19 @@ public sealed class MiniMax : StackModel
         _types = Types(attnTypes is not null ? i => attnTypes[i] == 1 ? "full_attention" : "linear_attention" : i => (i + 1) % 2 != 0 ? "full_attention" : "linear_attention",
             "full_attention", "linear_attention");
         _blockSize = c.RequirePositive(c.Get<int?>("block_size") ?? 256, "block_size");
-        // As transformers: partial rotary only through rope_parameters / partial_rotary_factor (the original rotary_dim is not read).
-        var rope = Rope(RotaryEmbedding.Create(c, c.RopeFor(null), headDim));
+        // The published remote-code configs (model_type "minimax_m1" / "minimax_text_01") name the rotary width
+        // rotary_dim and the residual factors layernorm_*_alpha/beta; transformers' own "minimax" reads partial rotary
+        // only through rope_parameters / partial_rotary_factor and names the factors *_alpha_factor / *_beta_factor.
+        bool remote = c.ModelType is "minimax_m1" or "minimax_text_01";
+        if (remote && c.Get<bool?>("postnorm") == false)
+            throw c.Invalid("postnorm", "false is not supported: only the post-norm residual (the published checkpoints' and transformers' form) is implemented");
+        var rope = Rope(RotaryEmbedding.Create(c, c.RopeFor(null), headDim, remote ? c.Get<int?>("rotary_dim") : null));
         _attn = new AttentionSpec { Hidden = Hidden, Heads = heads, KvHeads = kv, HeadDim = headDim, Rope = rope, Window = c.SlidingWindow ?? 0 };
         var (E, key) = MoeLayers.RoutedExperts(c);
         _router = new RouterSpec { Experts = E, TopK = c.RequirePositive(c.NumExpertsPerTok, "num_experts_per_tok"), Scoring = RouterScoring.Softmax, NormalizeTopK = true };
         _router.Validate(c, key);
         _width = c.RequirePositive(c.IntermediateSize?[0], "intermediate_size");
-        float F(string k) => (float)(c.Get<double?>(k) ?? 1.0);
+        float F(string k) => (float)(c.Get<double?>(k) ?? c.Get<double?>(RemoteName(k)) ?? 1.0);
 
         Embed = w.Get("model.embed_tokens.weight", [Vocab, Hidden], WeightUse.Embed);
         Stack = new IStackLayer[NumLayersConfigured];
@@ -67,6 +72,10 @@ public sealed class MiniMax : StackModel
         FinalNorm = RmsNorm.Load(w, "model.norm.weight", Hidden, eps);
         LmHeadWeight = c.TieWordEmbeddings ?? false ? Embed : w.Get("lm_head.weight", Vocab, Hidden);
     }
+
+    /// <summary>The remote-code config's name of a residual factor (full_attn_alpha_factor → layernorm_full_attention_alpha).</summary>
+    private static string RemoteName(string key) =>
+        "layernorm_" + key.Replace("_factor", "").Replace("attn_", "attention_");
 
     /// <summary>Runs every lightning layer token by token for prefill too (tests compare it with the block form).</summary>
     public bool AlwaysRecurrent

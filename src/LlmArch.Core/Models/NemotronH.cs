@@ -133,8 +133,8 @@ public sealed class NemotronH : StackModel
     {
         var layers = Stack.Select(l => l.Mixer switch
         {
-            AttentionMixer a => AttentionInfo(a.Attention.Spec) with { Ffn = FfnKind.Dense, FfnWidth = 0 },
-            RecurrentMixer => new LayerInfo { Mixer = MixerKind.Ssm, Heads = _mamba.Heads, HeadDim = _mamba.HeadDim, ValueDim = _mamba.StateSize, Rope = false, StateValues = _mamba.StateValues, Ffn = FfnKind.Dense },
+            AttentionMixer a => AttentionInfo(a.Attention.Spec) with { Ffn = FfnKind.None, FfnWidth = 0 },
+            RecurrentMixer => new LayerInfo { Mixer = MixerKind.Ssm, Heads = _mamba.Heads, HeadDim = _mamba.HeadDim, ValueDim = _mamba.StateSize, Rope = false, StateValues = _mamba.StateValues, Ffn = FfnKind.None },
             FeedForwardMixer { Module: LatentMoe m } => new LayerInfo { Mixer = MixerKind.None, Rope = false, Ffn = FfnKind.Moe, Experts = m.Spec.Experts, ActiveExperts = m.Spec.TopK, SharedExperts = m.Shared is null ? 0 : 1, FfnWidth = m.Width },
             _ => new LayerInfo { Mixer = MixerKind.None, Rope = false, Ffn = FfnKind.Dense, FfnWidth = _mlp },
         }).ToList();
