@@ -62,6 +62,7 @@ public static unsafe class MoeKernels
             case GluKind.SwiGlu: return Elementwise.Apply(Activation.Silu, g) * u;
             case GluKind.GeGluTanh: return Elementwise.Apply(Activation.GeluTanh, g) * u;
             case GluKind.GeGlu: return Elementwise.Apply(Activation.Gelu, g) * u;
+            case GluKind.ReGlu: return MathF.Max(0f, g) * u;
             default:
                 g = MathF.Min(g, a.Limit);
                 u = Math.Clamp(u, -a.Limit, a.Limit);
@@ -82,7 +83,7 @@ public static unsafe class MoeKernels
     {
         if (gateStep == 1 && upStep == 1 && a.Kind != GluKind.ClampedSwiGlu)
         {
-            var act = a.Kind switch { GluKind.SwiGlu => Activation.Silu, GluKind.GeGluTanh => Activation.GeluTanh, _ => Activation.Gelu };
+            var act = a.Kind switch { GluKind.SwiGlu => Activation.Silu, GluKind.GeGluTanh => Activation.GeluTanh, GluKind.ReGlu => Activation.Relu, _ => Activation.Gelu };
             if (rowStride == I) { Elementwise.Gated(gate, up, y, rows * I, act); return; }
             for (long r = 0; r < rows; r++) Elementwise.Gated(gate + r * rowStride, up + r * rowStride, y + r * I, I, act);
             return;
