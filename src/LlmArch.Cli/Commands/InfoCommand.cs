@@ -56,6 +56,7 @@ public sealed class InfoCommand : ICommand
     /// <summary>Loads the checkpoint (memory-mapped) and analyses the loaded model's weight records.</summary>
     public static ModelAnalysis LoadDirectory(string dir)
     {
+        dir = Checkpoints.ModelLocator.Resolve(dir);
         if (!Directory.Exists(dir)) throw new LlmArchInputException($"{dir}: model directory not found");
         if (!File.Exists(Path.Combine(dir, "config.json"))) throw new ConfigException($"{dir}: no config.json in this directory");
         var model = ModelLoader.Load(dir);

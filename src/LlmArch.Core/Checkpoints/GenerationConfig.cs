@@ -18,7 +18,7 @@ public sealed record GenerationConfig
 
     public static GenerationConfig? TryLoad(string dir)
     {
-        string path = Path.Combine(dir, "generation_config.json");
+        string path = Path.Combine(ModelLocator.Resolve(dir), "generation_config.json");
         if (!File.Exists(path)) return null;
         try
         {

@@ -24,18 +24,27 @@ public sealed unsafe class SafeTensorsFile : IDisposable
 
     private const long MaxHeader = 100L << 20;
 
+    /// <summary>The file's size in bytes (of the target when the path is a symlink, as in the hub cache).</summary>
+    public long FileBytes { get; }
+
     public SafeTensorsFile(string path)
     {
         Path = path;
         if (!File.Exists(path)) throw new CheckpointFormatException($"{path}: file not found");
-        long size = new FileInfo(path).Length;
-        if (size < 8) throw new CheckpointFormatException($"{path}: truncated safetensors file ({size} bytes, need at least 8 for the header length)");
-        ulong headerLen;
-        using (var fs = File.OpenRead(path))
+        // Size and mapping come from the opened handle, so a symlink (the hub cache's snapshots/ -> blobs/) is followed
+        // and the file cannot change between the size check and the mapping.
+        FileStream fs;
+        try { fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new CheckpointFormatException($"{path}: cannot open ({e.Message})"); }
+        try
         {
+            long size = fs.Length;
+            FileBytes = size;
+            if (size < 8) throw new CheckpointFormatException($"{path}: truncated safetensors file ({size} bytes, need at least 8 for the header length)");
             Span<byte> lenBytes = stackalloc byte[8];
             fs.ReadExactly(lenBytes);
-            headerLen = BitConverter.ToUInt64(lenBytes);
+            ulong headerLen = BitConverter.ToUInt64(lenBytes);
             if (headerLen > (ulong)(size - 8))
                 throw new CheckpointFormatException($"{path}: header length {headerLen} is larger than the file ({size} bytes)");
             if (headerLen > MaxHeader) throw new CheckpointFormatException($"{path}: header length {headerLen} exceeds the {MaxHeader} byte limit");
@@ -43,14 +52,16 @@ public sealed unsafe class SafeTensorsFile : IDisposable
             fs.ReadExactly(header);
             _dataStart = 8 + (long)headerLen;
             (Tensors, Metadata) = ParseHeader(path, header, size - _dataStart);
-        }
-        if (size > 0)
-        {
-            _mmf = MemoryMappedFile.CreateFromFile(path, FileMode.Open, null, 0, MemoryMappedFileAccess.Read);
+            _mmf = MemoryMappedFile.CreateFromFile(fs, null, 0, MemoryMappedFileAccess.Read, HandleInheritability.None, leaveOpen: false);
             _view = _mmf.CreateViewAccessor(0, size, MemoryMappedFileAccess.Read);
             byte* p = null;
             _view.SafeMemoryMappedViewHandle.AcquirePointer(ref p);
             _base = p + _view.PointerOffset;
+        }
+        catch
+        {
+            if (_mmf is null) fs.Dispose();
+            throw;
         }
     }
 

@@ -98,6 +98,7 @@ public sealed class Tokenizer
 
     internal static string ResolveTokenizerFile(string dirOrFile)
     {
+        dirOrFile = Checkpoints.ModelLocator.Resolve(dirOrFile, "tokenizer");
         if (File.Exists(dirOrFile)) return dirOrFile;
         if (System.IO.Directory.Exists(dirOrFile))
         {
