@@ -55,7 +55,8 @@ public static class Program
         string? verbName = verbs.Any(v => v.Name == args[0]) ? args[0] : null;
         try
         {
-            var parse = root.Parse(args);
+            // No response files: "@name" is a value (a prompt may start with '@'), never "read arguments from file name".
+            var parse = root.Parse(args, new ParserConfiguration { ResponseFileTokenReplacer = null });
             if (parse.Action is ParseErrorAction && parse.Errors.Count > 0)
                 return Fail(stderr, verbName, ParseErrorLine(parse) + (verbName is null ? "" : $" (see llmarch {verbName} --help)"));
             return parse.Invoke(Config(stdout, stderr));

@@ -93,6 +93,15 @@ public class CliTests
     }
 
     [Fact]
+    public void AtSignIsAValueNotAResponseFile()
+    {
+        string tok = Path.Combine(TestPaths.Root, "tests", "fixtures", "tokenizers", "qwen3");
+        var (code, o, err) = Run("tokenize", "--tokenizer", tok, "--text", "@nonexistent-file");
+        Assert.True(code == 0, err);
+        Assert.StartsWith("[", o);
+    }
+
+    [Fact]
     public void RunTakesThreadsAndNotesTheContextEnd()
     {
         // qwen3 fixture: max_position_embeddings 256; 250 prompt tokens leave room for 6
