@@ -24,6 +24,7 @@ public sealed class BenchCommand : Verb
     private readonly Option<bool> _memory = Opt.Flag("--memory", "measure memory read bandwidth instead of a model");
     private readonly Option<long> _memoryMb = Opt.Long("--memory-mb", "buffer size of --memory, in MiB", 1024, min: 16, max: 1 << 20);
     private readonly Option<bool> _kernels = Opt.Flag("--kernels", "time the CPU kernels on synthetic shapes");
+    private readonly Option<int?> _batch = Opt.OptionalInt("--batch", "continuous batching: N ragged prompts (half to 1.5x --prompt-tokens) decoded together in shared steps, against the same prompts one after another", min: 1, max: 4096);
 
     public override int Execute(Invocation inv)
     {
@@ -48,6 +49,22 @@ public sealed class BenchCommand : Verb
         }
         string dir = inv.Get(_model) ?? throw new LlmArchInputException("bench needs --model <dir>, --memory or --kernels");
         var quant = QuantNames.LoadTime[inv.Get(_quant)];
+        if (inv.Get(_batch) is int n)
+        {
+            var model = Models.ModelLoader.Load(dir, null, new Models.LoadOptions { Quantize = quant, Copy = inv.Get(_copy) });
+            BatchBenchResult b;
+            using (Progress.Start(inv, $"benchmarking a batch of {n}")) b = BatchBench.Run(model, n, inv.Get(_prompt), inv.Get(_gen));
+            if (json)
+                inv.Out.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object>
+                {
+                    ["sequences"] = b.Sequences, ["prompt_lengths"] = b.PromptLengths, ["gen_tokens"] = b.GenTokens,
+                    ["batched_decode_tokens_per_s"] = b.BatchedDecodeTokensPerSecond, ["sequential_decode_tokens_per_s"] = b.SequentialDecodeTokensPerSecond,
+                    ["speedup"] = b.Speedup, ["batched_wall_s"] = b.BatchedWallSeconds, ["sequential_wall_s"] = b.SequentialWallSeconds,
+                }, new JsonSerializerOptions { WriteIndented = true }));
+            else
+                inv.Out.WriteLine(string.Create(inv0, $"{b.Sequences} ragged prompts ({string.Join("/", b.PromptLengths)} tokens), {b.GenTokens} new tokens each: batched {b.BatchedDecodeTokensPerSecond:F1} tok/s decode ({b.BatchedWallSeconds:F1}s in all), one after another {b.SequentialDecodeTokensPerSecond:F1} tok/s ({b.SequentialWallSeconds:F1}s): {b.Speedup:F2}x"));
+            return 0;
+        }
         BenchResult r;
         using (Progress.Start(inv, $"benchmarking {Path.GetFileName(Path.TrimEndingDirectorySeparator(dir))}"))
             r = Benchmark.Run(dir, threads, quant, inv.Get(_prompt), inv.Get(_gen), inv.Get(_repeat), copy: inv.Get(_copy));
