@@ -24,7 +24,7 @@ public sealed class ChatCommand : Verb
     private readonly SamplingGroup _sampling = new();
     private readonly Option<Toggle?> _thinking = Opt.Switch("--enable-thinking", "the template's enable_thinking switch (Qwen3 and others)",
         t => $"--enable-thinking must be true or false (got '{t}')");
-    private readonly Option<int?> _threads = Opt.Threads();
+    private readonly DeviceGroup _device = new();
 
     public override int Execute(Invocation inv)
     {
@@ -39,7 +39,7 @@ public sealed class ChatCommand : Verb
 
         var tok = Tokenizer.Load(tokDir);
         var template = ChatTemplate.Load(tokDir);
-        using var loaded = Loading.Load(inv, dir, inv.Get(_threads));
+        using var loaded = Loading.Load(inv, dir, _device);
         var model = loaded.Model;
         var eos = Loading.StopIds(model, gen, tok);
         var messages = new List<object?>();

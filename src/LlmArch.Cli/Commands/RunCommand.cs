@@ -26,7 +26,7 @@ public sealed class RunCommand : Verb
     private readonly Option<string?> _speculative = Opt.Text("--speculative", "speculative decoding with the model's own draft head (mtp)", "mtp");
     private readonly Option<int> _draftTokens = Opt.Int("--draft-tokens", "tokens the draft head proposes per step (--speculative)", 1, min: 1, max: 16);
     private readonly Option<bool> _quiet = Opt.Flag("--quiet", "print no generated text (timing only)");
-    private readonly Option<int?> _threads = Opt.Threads();
+    private readonly DeviceGroup _device = new();
 
     public override int Execute(Invocation inv)
     {
@@ -55,7 +55,7 @@ public sealed class RunCommand : Verb
             prompts = ParsePromptIds(idsArg!);
         }
 
-        using var loaded = Loading.Load(inv, dir, inv.Get(_threads));
+        using var loaded = Loading.Load(inv, dir, _device);
         var model = loaded.Model;
         var eos = Loading.StopIds(model, gen, tok);
         var detok = tok?.CreateStreamingDetokenizer(skipSpecialTokens: true);

@@ -13,6 +13,7 @@ public sealed class VerifyCommand : Verb
 
     private readonly Argument<string[]> _dirs = new("fixtures") { Description = "fixture directories (config, weights, expected.safetensors)", Arity = ArgumentArity.OneOrMore };
     private readonly Option<bool> _json = Opt.Flag("--json", "print a JSON array of results");
+    private readonly DeviceGroup _device = new();
 
     public override int Execute(Invocation inv)
     {
@@ -24,7 +25,11 @@ public sealed class VerifyCommand : Verb
         foreach (var dir in inv.Get(_dirs))
         {
             VerifyResult r;
-            try { r = FixtureVerifier.Verify(dir); }
+            try
+            {
+                using var pool = inv.Get(_device.Threads) is int t ? new Compute.Cpu.CpuThreadPool(t) : null;
+                r = FixtureVerifier.Verify(dir, d => Models.ModelLoader.Load(d, _device.Resolve(inv, pool)));
+            }
             catch (LlmArchInputException e)
             {
                 badInput = true;

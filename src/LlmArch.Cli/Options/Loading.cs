@@ -22,13 +22,14 @@ public static class Loading
         }
     }
 
-    public static LoadedModel Load(Invocation inv, string dir, int? threads)
+    public static LoadedModel Load(Invocation inv, string dir, DeviceGroup device, LoadOptions? options = null)
     {
-        var pool = threads is int t ? new CpuThreadPool(t) : null;
+        var pool = inv.Get(device.Threads) is int t ? new CpuThreadPool(t) : null;
         try
         {
+            var backend = device.Resolve(inv, pool);
             using (Progress.Start(inv, $"loading {Path.GetFileName(Path.TrimEndingDirectorySeparator(dir))}"))
-                return new LoadedModel(ModelLoader.Load(dir, pool is null ? null : new CpuBackend(pool)), pool);
+                return new LoadedModel(ModelLoader.Load(dir, backend, options), pool);
         }
         catch
         {

@@ -21,15 +21,18 @@ public sealed unsafe partial class CpuBackend
         var count = _moeCount.AsSpan(0, E + 1);
         count.Clear();
         int* id = I(ids);
+        bool skipped = false;
         for (int i = 0; i < N * S; i++)
         {
+            if (id[i] == -1) { skipped = true; continue; } // owned by another device: a zero row
             if ((uint)id[i] >= (uint)E) throw new ArgumentException($"expert id {id[i]} outside {E}");
             count[id[i] + 1]++;
         }
+        if (skipped) new Span<float>(P(y), checked((int)y.Count)).Clear();
         for (int e = 0; e < E; e++) count[e + 1] += count[e];
         Span<int> fill = E <= 1024 ? stackalloc int[E] : new int[E];
         count[..E].CopyTo(fill);
-        for (int i = 0; i < N * S; i++) _moeRows[fill[id[i]]++] = i;
+        for (int i = 0; i < N * S; i++) if (id[i] >= 0) _moeRows[fill[id[i]]++] = i;
         int maxRows = 0;
         for (int e = 0; e < E; e++) maxRows = Math.Max(maxRows, count[e + 1] - count[e]);
         var xs = Empty(new Shape(maxRows, K));
