@@ -151,7 +151,7 @@ public sealed record ChatFormat
     /// <paramref name="argumentsAsText"/>, as the JSON text, for templates that concatenate it), reasoning as both
     /// <c>reasoning_content</c> and <c>thinking</c>, tool results with <c>tool_call_id</c> and <c>name</c>.
     /// </summary>
-    public static List<object?> TemplateMessages(IReadOnlyList<ChatTurn> turns, bool argumentsAsText)
+    public static List<object?> TemplateMessages(IReadOnlyList<ChatTurn> turns, bool argumentsAsText, CallContent callContent = CallContent.Empty)
     {
         var names = new Dictionary<string, string>(StringComparer.Ordinal);
         var list = new List<object?>(turns.Count);
@@ -159,7 +159,9 @@ public sealed record ChatFormat
         {
             var m = new JsonObject { ["role"] = t.Role };
             bool hasCalls = t.ToolCalls is { Count: > 0 };
-            m["content"] = t.Content is null && !hasCalls ? "" : t.Content;
+            if (t.Content is not null || !hasCalls) m["content"] = t.Content ?? "";
+            else if (callContent == CallContent.Empty) m["content"] = "";
+            else if (callContent == CallContent.Null) m["content"] = null;
             if (!string.IsNullOrEmpty(t.Reasoning)) { m["reasoning_content"] = t.Reasoning; m["thinking"] = t.Reasoning; }
             if (hasCalls)
             {
@@ -190,6 +192,9 @@ public sealed record ChatFormat
         return list;
     }
 
+    /// <summary>How an assistant message that only calls tools carries its (absent) content: templates disagree.</summary>
+    public enum CallContent { Empty, Null, Absent }
+
     /// <summary>The tools as the templates read them: <c>{type: "function", function: {name, description, parameters}}</c>.</summary>
     public static List<object?> TemplateTools(IReadOnlyList<ToolSpec> tools)
     {
@@ -205,8 +210,10 @@ public sealed record ChatFormat
     }
 
     /// <summary>
-    /// Renders a conversation with the model's template. Tool-call arguments go in as mappings; a template that
-    /// concatenates them as text (DeepSeek-V3's) fails on that, and is rendered again with the JSON text.
+    /// Renders a conversation with the model's template. Templates disagree on how a message that only calls tools
+    /// looks (content "" or null or absent; arguments as a mapping or as JSON text: DeepSeek-V3's concatenates text and
+    /// tests content for none, gpt-oss's and Qwen3's need a string). The encodings are tried in turn; one is taken
+    /// when it renders and every call's name appears in the text (a template that silently drops the calls is not).
     /// </summary>
     public static string Render(ChatTemplate template, IReadOnlyList<ChatTurn> turns, IReadOnlyList<ToolSpec>? tools,
         bool addGenerationPrompt, IReadOnlyDictionary<string, object?>? extra)
@@ -214,14 +221,19 @@ public sealed record ChatFormat
         var vars = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (extra is not null) foreach (var (k, v) in extra) vars[k] = v;
         if (tools is { Count: > 0 }) vars["tools"] = TemplateTools(tools);
-        bool anyCalls = turns.Any(t => t.ToolCalls is { Count: > 0 });
-        try
+        var names = turns.Where(t => t.ToolCalls is not null).SelectMany(t => t.ToolCalls!).Select(c => c.Name).Distinct().ToList();
+        if (names.Count == 0) return template.Render(TemplateMessages(turns, false), addGenerationPrompt, vars);
+        (bool, CallContent)[] encodings = [(false, CallContent.Empty), (true, CallContent.Null), (false, CallContent.Null), (false, CallContent.Absent), (true, CallContent.Empty)];
+        LlmArchInputException? firstError = null;
+        foreach (var (asText, content) in encodings)
         {
-            return template.Render(TemplateMessages(turns, argumentsAsText: false), addGenerationPrompt, vars);
+            try
+            {
+                string text = template.Render(TemplateMessages(turns, asText, content), addGenerationPrompt, vars);
+                if (names.All(n => text.Contains(n, StringComparison.Ordinal))) return text;
+            }
+            catch (LlmArchInputException e) { firstError ??= e; }
         }
-        catch (LlmArchInputException) when (anyCalls)
-        {
-            return template.Render(TemplateMessages(turns, argumentsAsText: true), addGenerationPrompt, vars);
-        }
+        throw firstError ?? new LlmArchInputException("the chat template drops the assistant's tool calls whatever form they take");
     }
 }

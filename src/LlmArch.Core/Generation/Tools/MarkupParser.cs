@@ -122,8 +122,7 @@ public sealed class MarkupParser : OutputParser
             }
             if (best > 0) AddContent(Take(best), events);
             _buf.Remove(0, marker!.Length);
-            _content.EndSegment();
-            if (block is null) _mode = Mode.Reasoning;
+            if (block is null) { _content.EndSegment(); _mode = Mode.Reasoning; }
             else { _block = block; _mode = Mode.Tool; }
         }
     }
