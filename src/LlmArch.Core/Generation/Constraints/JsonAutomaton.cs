@@ -246,13 +246,13 @@ internal sealed class JsonAutomaton
         switch (b)
         {
             case (byte)'{' when (t & JsonTypes.Object) != 0:
-                Edit(top) = new Frame { Node = node, Kind = Kind.Object, Phase = OOpen };
+                Edit(top) = new Frame { Node = n.ObjectFrom >= 0 ? n.ObjectFrom : node, Kind = Kind.Object, Phase = OOpen };
                 return true;
             case (byte)'[' when (t & JsonTypes.Array) != 0:
-                Edit(top) = new Frame { Node = node, Kind = Kind.Array, Phase = AOpen };
+                Edit(top) = new Frame { Node = n.ArrayFrom >= 0 ? n.ArrayFrom : node, Kind = Kind.Array, Phase = AOpen };
                 return true;
             case (byte)'"' when (t & JsonTypes.String) != 0:
-                Edit(top) = new Frame { Node = node, Kind = Kind.String };
+                Edit(top) = new Frame { Node = n.StringFrom >= 0 ? n.StringFrom : node, Kind = Kind.String };
                 return true;
             case (byte)'t' when (t & JsonTypes.Boolean) != 0:
                 Edit(top) = new Frame { Node = node, Kind = Kind.Literal, Table = 0, Lo = 0, Hi = 1, Pos = 1 };

@@ -27,6 +27,8 @@ internal sealed class SchemaNode
     public int MinLength, MaxLength = int.MaxValue;
     /// <summary>enum / const: the values' compact JSON texts (sorted bytewise); the value must be one of them.</summary>
     public byte[][]? Literals;
+    /// <summary>anyOf: the alternative nodes that handle objects, arrays and strings (their details are read there, so recursive alternatives work).</summary>
+    public int ObjectFrom = -1, ArrayFrom = -1, StringFrom = -1;
 }
 
 /// <summary>
@@ -117,7 +119,9 @@ public sealed class JsonSchemaGrammar
         if (cur.ValueKind == JsonValueKind.True) return _refs[target] = AnyNode;
         if (cur.ValueKind != JsonValueKind.Object) throw Error(path, $"'$ref' '{target}' is not a schema");
         int index = Nodes.Count;
-        Nodes.Add(new SchemaNode { Types = JsonTypes.All });
+        // A placeholder with the target's declared types, so an anyOf that refers back to it (recursion) can be merged.
+        var declared = cur.TryGetProperty("type", out var dt) ? Types(dt, target) : cur.TryGetProperty("enum", out _) || cur.TryGetProperty("const", out _) ? JsonTypes.All : Inferred(cur);
+        Nodes.Add(new SchemaNode { Types = declared });
         _refs[target] = index; // before building: recursive schemas refer back to this node
         Nodes[index] = Build(cur, target);
         return index;
@@ -144,7 +148,8 @@ public sealed class JsonSchemaGrammar
             int i = 0;
             foreach (var a in alts.EnumerateArray())
             {
-                var n = Nodes[Node(a, $"{path}/{alt}/{i++}")];
+                int ai = Node(a, $"{path}/{alt}/{i++}");
+                var n = Nodes[ai];
                 if (n.Literals is not null || merged.Literals is not null)
                 {
                     if ((merged.Types != JsonTypes.None && merged.Literals is null) || (n.Literals is null && merged.Types != JsonTypes.None))
@@ -157,7 +162,10 @@ public sealed class JsonSchemaGrammar
                 var mt = merged.Types; var nt = n.Types;
                 if ((mt & nt & ~numeric) != 0 || ((mt & numeric) != 0 && (nt & numeric) != 0))
                     throw Error(path, $"'{alt}' alternatives that admit the same JSON type are not supported (they must differ in type)");
-                Merge(merged, n);
+                merged.Types |= nt;
+                if ((nt & JsonTypes.Object) != 0) merged.ObjectFrom = ai;
+                if ((nt & JsonTypes.Array) != 0) merged.ArrayFrom = ai;
+                if ((nt & JsonTypes.String) != 0) merged.StringFrom = ai;
             }
             return merged;
         }
@@ -188,14 +196,6 @@ public sealed class JsonSchemaGrammar
             if (node.MinLength > node.MaxLength) throw Error(path, "minLength > maxLength");
         }
         return node;
-    }
-
-    private static void Merge(SchemaNode into, SchemaNode n)
-    {
-        into.Types |= n.Types;
-        if ((n.Types & JsonTypes.Object) != 0) { into.PropKeys = n.PropKeys; into.PropNodes = n.PropNodes; into.Required = n.Required; into.Additional = n.Additional; }
-        if ((n.Types & JsonTypes.Array) != 0) { into.Items = n.Items; into.MinItems = n.MinItems; into.MaxItems = n.MaxItems; }
-        if ((n.Types & JsonTypes.String) != 0) { into.MinLength = n.MinLength; into.MaxLength = n.MaxLength; }
     }
 
     private void BuildObject(SchemaNode node, JsonElement s, string path)

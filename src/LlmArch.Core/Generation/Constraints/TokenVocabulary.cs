@@ -24,6 +24,8 @@ public sealed class TokenVocabulary
     /// <summary>[utf8 state][word]: tokens that are plain string content when a string is at that decoder state.</summary>
     internal ulong[][] SafeFrom { get; }
     internal int Words => (Size + 63) >> 6;
+    /// <summary>Nodes of the trie over all tokens, and of the one over tokens that are not plain string content.</summary>
+    public (int All, int NotPlain) TrieNodes => (Full.Count, Unsafe.Count);
 
     private TokenVocabulary(byte[]?[] bytes, int size)
     {
