@@ -81,7 +81,8 @@ public sealed class LlmChatClient(LlmModel model) : IChatClient
                     case TextReasoningContent r: reasoning.Append(r.Text); break;
                     case TextContent t: text.Append(t.Text); break;
                     case FunctionCallContent f:
-                        calls.Add(new ChatToolCall(f.CallId, f.Name, JsonSerializer.Serialize(f.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions)));
+                        calls.Add(new ChatToolCall(f.CallId, f.Name, System.Text.Json.Nodes.JsonNode.Parse(
+                            JsonSerializer.Serialize(f.Arguments ?? new Dictionary<string, object?>(), AIJsonUtilities.DefaultOptions))!.ToJsonString()));
                         break;
                     case FunctionResultContent fr: results.Add(fr); break;
                     case UsageContent: break;

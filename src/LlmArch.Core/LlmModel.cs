@@ -172,6 +172,11 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
         var extra = new Dictionary<string, object?>(StringComparer.Ordinal);
         if (request.TemplateArgs is not null) foreach (var (k, v) in request.TemplateArgs) extra[k] = v;
         if (request.EnableThinking is bool think) extra["enable_thinking"] = think;
+        // A constrained answer (JSON, a forced call) skips the reasoning unless the request asks for it, as gpt-oss's
+        // answer goes straight to the final channel: a template that can turn thinking off does.
+        else if ((request.ResponseFormat != ResponseFormatKind.Text || request.ToolChoice == ToolChoiceMode.Required)
+                 && Template?.Source.Contains("enable_thinking", StringComparison.Ordinal) == true && !extra.ContainsKey("enable_thinking"))
+            extra["enable_thinking"] = false;
         // Templates read "system"; OpenAI's newer "developer" role is the same thing.
         var turns = request.Messages.Select(m => m.Role == "developer" ? m with { Role = "system" } : m).ToList();
         string text = RenderChat(turns, tools, addGenerationPrompt: true, extra);
@@ -183,10 +188,10 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
         {
             var grammar = request.ResponseFormat == ResponseFormatKind.JsonObject ? JsonSchemaGrammar.AnyObject()
                 : JsonSchemaGrammar.Compile(request.Schema ?? throw new LlmArchInputException("response_format json_schema needs a schema"), "response_format.json_schema.schema");
-            constraint = WrapAnswer(new JsonConstraint(Vocabulary, grammar, _stop), openReasoning);
+            constraint = WrapAnswer(new JsonConstraint(Vocabulary, grammar, _stop), openReasoning, ClosedReasoning(text));
         }
         else if (request.ToolChoice == ToolChoiceMode.Required && tools is not null)
-            constraint = RequiredCall(tools, request.RequiredTool, openReasoning);
+            constraint = RequiredCall(tools, request.RequiredTool, openReasoning, ClosedReasoning(text));
         if (constraint is null && Model.VocabSize > Tokenizer.VocabSize) constraint = new VocabularyLimit(Tokenizer.VocabSize);
         var gen = MakeGeneration(prompt, request.MaxTokens, request.Sampling, constraint, request.Logprobs, request.TopLogprobs);
         return new PreparedChat(request, text, gen, Format.CreateParser(tools, openReasoning));
@@ -211,11 +216,14 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
     }
 
     /// <summary>Puts a constrained answer where the format expects the answer: after gpt-oss's final-channel header, after an optional reasoning block.</summary>
-    private ITokenConstraint WrapAnswer(ITokenConstraint inner, bool openReasoning)
+    /// <summary>The template already closed the reasoning (Qwen3 with enable_thinking=false renders an empty think block).</summary>
+    private bool ClosedReasoning(string prompt) => Format.ThinkClose is { } c && prompt.TrimEnd().EndsWith(c, StringComparison.Ordinal);
+
+    private ITokenConstraint WrapAnswer(ITokenConstraint inner, bool openReasoning, bool closedReasoning)
     {
         if (Format.Tools == ToolFormat.Harmony)
             return new ForcedPrefix(Tokenizer.Encode("<|channel|>final<|message|>"), inner);
-        if (Format.ThinkOpen is { } o && Tokenizer.TokenToId(o) is int open && Tokenizer.TokenToId(Format.ThinkClose!) is int close)
+        if (!closedReasoning && Format.ThinkOpen is { } o && Tokenizer.TokenToId(o) is int open && Tokenizer.TokenToId(Format.ThinkClose!) is int close)
             return new ReasoningGate(inner, open, close, openReasoning);
         return inner;
     }
@@ -224,10 +232,18 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
     /// tool_choice "required" / a named function: the call's markup is forced and its arguments constrained to the
     /// tool's parameter schema. Formats whose arguments are not JSON (the XML-style ones) are refused.
     /// </summary>
-    private ITokenConstraint RequiredCall(IReadOnlyList<ToolSpec> tools, string? name, bool openReasoning)
+    private ITokenConstraint RequiredCall(IReadOnlyList<ToolSpec> tools, string? name, bool openReasoning, bool closedReasoning)
     {
         var chosen = name is null ? (tools.Count == 1 ? tools[0] : null) : tools.First(t => t.Name == name);
-        string Args(ToolSpec t) => t.Parameters is { } p ? p.GetRawText() : """{"type":"object"}""";
+        // The arguments may use only the declared parameters (as OpenAI's strict mode): a schema that leaves
+        // additionalProperties open would let a forced call wander in made-up keys.
+        string Args(ToolSpec t)
+        {
+            if (t.Parameters is not { ValueKind: JsonValueKind.Object } p) return """{"type":"object","properties":{},"additionalProperties":false}""";
+            var node = System.Text.Json.Nodes.JsonNode.Parse(p.GetRawText())!.AsObject();
+            if (!node.ContainsKey("additionalProperties") && node.ContainsKey("properties")) node["additionalProperties"] = false;
+            return node.ToJsonString();
+        }
         string CallSchema(string nameKey, string argsKey)
         {
             var nameSchema = chosen is not null ? new System.Text.Json.Nodes.JsonObject { ["const"] = chosen.Name }
@@ -261,7 +277,7 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
             ToolFormat.Mistral => Prefixed("[TOOL_CALLS]", Json("{\"type\":\"array\",\"items\":" + CallSchema("name", "arguments") + ",\"minItems\":1,\"maxItems\":1}")),
             _ => throw new LlmArchInputException($"tool_choice 'required' is not supported for the {Format.Tools} tool format (its arguments are not JSON)"),
         };
-        if (Format.ThinkOpen is { } o && Tokenizer.TokenToId(o) is int open && Tokenizer.TokenToId(Format.ThinkClose!) is int close)
+        if (!closedReasoning && Format.ThinkOpen is { } o && Tokenizer.TokenToId(o) is int open && Tokenizer.TokenToId(Format.ThinkClose!) is int close)
             c = new ReasoningGate(c, open, close, openReasoning);
         return c;
     }

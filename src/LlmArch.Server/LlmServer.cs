@@ -310,7 +310,10 @@ public sealed class LlmServer : IAsyncDisposable
                 var prepared = Model.PrepareChat(chat);
                 choices.Add(new Prefetched<ChatUpdate>(Model.RunChatAsync(prepared, ct).GetAsyncEnumerator(ct)));
             }
-            foreach (Prefetched<ChatUpdate> ch in choices) await ch.PrimeAsync().ConfigureAwait(false);
+            // Streaming: the first choice's first token comes before the headers (its errors keep their status); the
+            // others start as they are read (priming them all first would deadlock when choices exceed the engine's slots).
+            // Whole responses are gathered before anything is written, so every error keeps its status.
+            if (req.Stream) await ((Prefetched<ChatUpdate>)choices[0]).PrimeAsync().ConfigureAwait(false);
             string id = NewId("chatcmpl-");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             if (req.Stream) await StreamChat(c, req, choices, id, created).ConfigureAwait(false);
@@ -518,7 +521,7 @@ public sealed class LlmServer : IAsyncDisposable
                     choices.Add(new Prefetched<TextUpdate>(Model.CompleteStreamAsync(r, gen, ct).GetAsyncEnumerator(ct)));
                     echo.Add(req.Echo ? req.PromptTexts[pi] ?? Model.Tokenizer.Decode(p.PromptTokens!) : "");
                 }
-            foreach (Prefetched<TextUpdate> ch in choices) await ch.PrimeAsync().ConfigureAwait(false);
+            if (req.Stream) await ((Prefetched<TextUpdate>)choices[0]).PrimeAsync().ConfigureAwait(false);
             string id = NewId("cmpl-");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             void Head(Utf8JsonWriter w)

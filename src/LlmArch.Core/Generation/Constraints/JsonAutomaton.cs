@@ -6,11 +6,12 @@ namespace LlmArch.Generation.Constraints;
 /// only end as a used or unknown name, a '}' before the required properties, a ',' past maxItems are refused at the
 /// byte), so a mask built from it never leads the model into a dead end. Changes are logged so a walk over a token
 /// trie can try a byte and roll back (<see cref="Mark"/>/<see cref="Rollback"/>) without copying the stack.
-/// Whitespace between tokens is allowed up to <see cref="MaxWhitespace"/> bytes in a row, so a model cannot pad forever.
+/// Whitespace between tokens is bounded as in llama.cpp's JSON grammar: one space, or a newline and at most 20 spaces
+/// or tabs of indentation, so a model cannot pad forever.
 /// </summary>
 internal sealed class JsonAutomaton
 {
-    public const int MaxWhitespace = 48, MaxDepth = 64, MaxNumberBytes = 40;
+    public const int MaxIndent = 20, MaxDepth = 64, MaxNumberBytes = 40;
 
     private enum Kind : byte { Value, Object, Array, String, Number, Literal }
     // Object phases
@@ -126,10 +127,13 @@ internal sealed class JsonAutomaton
     {
         if (IsWs(b))
         {
-            // Whitespace inside strings is content; elsewhere it is padding, bounded.
+            // Whitespace inside strings is content; elsewhere it is padding: _ws is 0 (none yet), 1 (after a space:
+            // no more), 2 + k (after a newline and k spaces/tabs).
             if (_depth > 0 && _stack[_depth - 1].Kind == Kind.String) { }
-            else if (_ws >= MaxWhitespace) return false;
-            else _ws++;
+            else if (_ws == 0 && b == (byte)' ') _ws = 1;
+            else if (_ws == 0 && b == (byte)'\n') _ws = 2;
+            else if (_ws >= 2 && _ws < 2 + MaxIndent && b is (byte)' ' or (byte)'\t') _ws++;
+            else return false;
         }
         else _ws = 0;
         while (true)
