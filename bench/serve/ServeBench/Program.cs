@@ -263,10 +263,13 @@ sealed class Bench(HttpClient http, Uri baseUri, int maxTokens)
         }
     }
 
-    private async Task<int> Status(string path, HttpContent content)
+    private async Task<int> Status(string path, HttpContent content, CancellationToken ct = default)
     {
-        using var r = await http.PostAsync(new Uri(baseUri, path), content);
-        string body = await r.Content.ReadAsStringAsync();
+        // Expect: 100-continue, so a body the server refuses by its Content-Length is never sent (no broken pipe).
+        using var req = new HttpRequestMessage(HttpMethod.Post, new Uri(baseUri, path)) { Content = content };
+        req.Headers.ExpectContinue = true;
+        using var r = await http.SendAsync(req, ct);
+        string body = await r.Content.ReadAsStringAsync(ct);
         if ((int)r.StatusCode >= 400)
         {
             // Every error must be OpenAI's envelope.
@@ -278,42 +281,68 @@ sealed class Bench(HttpClient http, Uri baseUri, int maxTokens)
         return (int)r.StatusCode;
     }
 
-    /// <summary>Injects one fault every 500 ms, round-robin; a fault that is not answered as expected counts as a failure.</summary>
+    /// <summary>
+    /// Starts one fault every 500 ms, round-robin, each on its own (a fault waiting in the queue must not hold up the
+    /// next); a fault that is not answered as expected counts as a failure. A client that gives up while its request
+    /// is still queued is a disconnect too.
+    /// </summary>
     private async Task Faults(LoadResult result, CancellationToken ct)
     {
+        var running = new List<Task>();
         int k = 0;
         while (!ct.IsCancellationRequested)
         {
             try { await Task.Delay(500, ct); } catch (OperationCanceledException) { break; }
             string kind = (k++ % 5) switch { 0 => "disconnect", 1 => "malformed_json", 2 => "huge_body", 3 => "invalid_params", _ => "queue_burst" };
-            bool ok;
-            try
+            running.Add(Task.Run(async () =>
             {
-                switch (kind)
+                bool ok;
+                try { ok = await Fault(kind, result); }
+                catch (Exception) { ok = false; }
+                lock (result)
                 {
-                    case "disconnect":
-                        var r = await Stream("Tell me a long story about dragons.", CancellationToken.None, maxTokens: 200, abortAfterChunks: 2);
-                        ok = r.Status is 499 or 200 or 429; break;
-                    case "malformed_json":
-                        ok = await Status("v1/chat/completions", new StringContent("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}", Encoding.UTF8, "application/json")) == 400; break;
-                    case "huge_body":
-                        ok = await Status("v1/chat/completions", new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"" + new string('x', 3 << 20) + "\"}]}", Encoding.UTF8, "application/json")) == 413; break;
-                    case "invalid_params":
-                        ok = await Status("v1/chat/completions", new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":\"hot\",\"max_tokens\":-1}", Encoding.UTF8, "application/json")) == 400; break;
-                    default:
-                        // A burst past the queue: each is answered (200 or 429 with the envelope), none hangs or fails otherwise.
-                        var codes = await Task.WhenAll(Enumerable.Range(0, 96).Select(_ => Status("v1/chat/completions",
-                            new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2}", Encoding.UTF8, "application/json"))));
-                        ok = codes.All(c => c is 200 or 429);
-                        if (codes.Contains(429)) lock (result) result.Faults["queue_full_429"] = result.Faults.GetValueOrDefault("queue_full_429") + 1;
-                        break;
+                    result.Faults[kind] = result.Faults.GetValueOrDefault(kind) + 1;
+                    if (!ok) { result.Failed++; result.Faults[kind + "_unexpected"] = result.Faults.GetValueOrDefault(kind + "_unexpected") + 1; }
                 }
-            }
-            catch (Exception) { ok = false; }
-            lock (result)
+            }));
+        }
+        await Task.WhenAll(running);
+    }
+
+    private async Task<bool> Fault(string kind, LoadResult result)
+    {
+        switch (kind)
+        {
+            case "disconnect":
             {
-                result.Faults[kind] = result.Faults.GetValueOrDefault(kind) + 1;
-                if (!ok) { result.Failed++; result.Faults[kind + "_unexpected"] = result.Faults.GetValueOrDefault(kind + "_unexpected") + 1; }
+                using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(5));
+                try
+                {
+                    var r = await Stream("Tell me a long story about dragons.", giveUp.Token, maxTokens: 200, abortAfterChunks: 2);
+                    return r.Status is 499 or 200 or 429;
+                }
+                catch (OperationCanceledException) { return true; } // left while queued or mid-stream
+            }
+            case "malformed_json":
+                return await Status("v1/chat/completions", new StringContent("{\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}", Encoding.UTF8, "application/json")) == 400;
+            case "huge_body":
+                return await Status("v1/chat/completions", new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"" + new string('x', 3 << 20) + "\"}]}", Encoding.UTF8, "application/json")) == 413;
+            case "invalid_params":
+                return await Status("v1/chat/completions", new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"temperature\":\"hot\",\"max_tokens\":-1}", Encoding.UTF8, "application/json")) == 400;
+            default:
+            {
+                // A burst past the queue: each is answered 200 or 429 (with the envelope), or still queued when the client gives up.
+                var codes = await Task.WhenAll(Enumerable.Range(0, 96).Select(async _ =>
+                {
+                    using var giveUp = new CancellationTokenSource(TimeSpan.FromSeconds(20));
+                    try
+                    {
+                        return await Status("v1/chat/completions", new StringContent("{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"max_tokens\":2}", Encoding.UTF8, "application/json"), giveUp.Token);
+                    }
+                    catch (OperationCanceledException) { return 0; }
+                }));
+                lock (result) result.Faults["queue_full_429"] = result.Faults.GetValueOrDefault("queue_full_429") + codes.Count(c => c == 429);
+                return codes.All(c => c is 200 or 429 or 0);
             }
         }
     }
