@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using LlmArch.Generation;
@@ -5,23 +6,30 @@ using LlmArch.Generation;
 namespace LlmArch.Cli.Commands;
 
 /// <summary><c>llmarch verify &lt;fixture-dir&gt;...</c>: each model against its reference logits and greedy tokens.</summary>
-public sealed class VerifyCommand : ICommand
+public sealed class VerifyCommand : Verb
 {
-    public string Name => "verify";
-    public string Summary => "check models against reference fixtures: verify <dir>... [--json]";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json" };
+    public override string Name => "verify";
+    public override string Description => "Check models against reference fixtures (logits within tolerance, identical greedy tokens); exit 1 when one fails.";
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    private readonly Argument<string[]> _dirs = new("fixtures") { Description = "fixture directories (config, weights, expected.safetensors)", Arity = ArgumentArity.OneOrMore };
+    private readonly Option<bool> _json = Opt.Flag("--json", "print a JSON array of results");
+    private readonly DeviceGroup _device = new();
+
+    public override int Execute(Invocation inv)
     {
-        bool json = args.Has("json");
-        args.RejectUnknown();
-        if (args.Positionals.Count == 0) throw new LlmArchInputException("verify needs at least one fixture directory");
+        bool json = inv.Get(_json);
+        var stdout = inv.Out;
+        var stderr = inv.Err;
         var results = new List<VerifyResult>();
         bool badInput = false;
-        foreach (var dir in args.Positionals)
+        foreach (var dir in inv.Get(_dirs))
         {
             VerifyResult r;
-            try { r = FixtureVerifier.Verify(dir); }
+            try
+            {
+                using var pool = inv.Get(_device.Threads) is int t ? new Compute.Cpu.CpuThreadPool(t) : null;
+                r = FixtureVerifier.Verify(dir, d => Models.ModelLoader.Load(d, _device.Resolve(inv, pool)));
+            }
             catch (LlmArchInputException e)
             {
                 badInput = true;

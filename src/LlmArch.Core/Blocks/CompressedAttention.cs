@@ -178,7 +178,7 @@ public sealed class CompressedAttention : IMixer
         Tensor Windows(int firstWindow, int count, int c0) =>
             b.View(b.Slice(b.Slice(raw, firstWindow * m - rawLo, count * m, 0), c0, width), new Shape(count, m, width));
         var kv = Windows(w0, nW, col);
-        var gate = b.Binary(Windows(w0, nW, col + width), b.View(ape, new Shape(1, m, width)), BinaryOp.Add);
+        var gate = b.Binary(Windows(w0, nW, col + width), ape, BinaryOp.Add);
         Tensor kvS, gateS;
         if (series == 1) { kvS = kv; gateS = gate; }
         else
@@ -187,7 +187,7 @@ public sealed class CompressedAttention : IMixer
             Tensor prevKv, prevGate;
             int avail = w0 == 0 ? nW - 1 : nW;
             Tensor? pk = avail > 0 ? Windows(w0 + nW - avail - 1, avail, col) : null;
-            Tensor? pg = avail > 0 ? b.Binary(Windows(w0 + nW - avail - 1, avail, col + width), b.View(ape, new Shape(1, m, width)), BinaryOp.Add) : null;
+            Tensor? pg = avail > 0 ? b.Binary(Windows(w0 + nW - avail - 1, avail, col + width), ape, BinaryOp.Add) : null;
             if (w0 == 0)
             {
                 var zk = b.Empty(new Shape(1, m, width)); b.Fill(zk, 0f);
