@@ -70,7 +70,7 @@ public sealed partial record ModelConfig
         if (SlidingWindow is int w && w < 0) throw Invalid("sliding_window", $"must be positive (got {w})");
         Size(SlidingWindow, "sliding_window", Limits.Positions, allowZero: true);
         // Hybrid and on-device families
-        Size(HiddenSizePerLayerInput, "hidden_size_per_layer_input", Limits.Hidden);
+        Size(HiddenSizePerLayerInput, "hidden_size_per_layer_input", Limits.Hidden, allowZero: true);   // Gemma 4 26B/31B publish 0: no per-layer embeddings
         Size(VocabSizePerLayerInput, "vocab_size_per_layer_input", Limits.Vocab);
         Size(AltupNumInputs, "altup_num_inputs", 64);
         Size(LaurelRank, "laurel_rank", Limits.LoraRank);
