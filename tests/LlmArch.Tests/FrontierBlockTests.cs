@@ -288,4 +288,29 @@ public class FrontierBlockTests
         }
         Close(want, y, 1e-4);
     }
+
+    /// <summary>The vectorized KDA kernel against its scalar reference at sizes that are not multiples of the vector width.</summary>
+    [Theory]
+    [InlineData(3, 5, 7)]
+    [InlineData(2, 16, 37)]
+    [InlineData(1, 128, 128)]
+    public unsafe void KdaKernelMatchesReference(int H, int Dk, int Dv)
+    {
+        var r = new Random(Dk * 31 + Dv);
+        int T = 9;
+        var q = Rand(r, T * H * Dk); var k = Rand(r, T * H * Dk); var v = Rand(r, T * H * Dv);
+        var g = Rand(r, T * H * Dk).Select(x => -Math.Abs(x)).ToArray(); var beta = Rand(r, T * H).Select(x => Math.Abs(x)).ToArray();
+        var s0 = Rand(r, H * Dk * Dv, 0.5f);
+        var (sFast, sRef) = ((float[])s0.Clone(), (float[])s0.Clone());
+        var (yFast, yRef) = (new float[T * H * Dv], new float[T * H * Dv]);
+        var d = new KdaKernels.Dims(H, Dk, Dv);
+        fixed (float* pq = q, pk = k, pv = v, pg = g, pb = beta, sf = sFast, sr = sRef, yf = yFast, yr = yRef)
+            for (int h = 0; h < H; h++)
+            {
+                KdaKernels.Recurrent(pq, pk, pv, pg, pb, sf + (long)h * Dk * Dv, yf, 0, T, h, d);
+                KdaKernels.RecurrentReference(pq, pk, pv, pg, pb, sr + (long)h * Dk * Dv, yr, 0, T, h, d);
+            }
+        Close(yRef, yFast, 1e-4);
+        Close(sRef, sFast, 1e-4);
+    }
 }
