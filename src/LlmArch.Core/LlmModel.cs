@@ -107,6 +107,7 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
     public static LlmModel Load(string path, LlmModelOptions? options = null)
     {
         options ??= new LlmModelOptions();
+        Backends.CheckName(options.Device);
         if (options.Threads is < 1) throw new LlmArchInputException($"threads must be >= 1 (got {options.Threads})");
         if (options.Parallel < 1) throw new LlmArchInputException($"parallel must be >= 1 (got {options.Parallel})");
         if (options.Context is < 2) throw new LlmArchInputException($"context must be >= 2 (got {options.Context})");
