@@ -43,6 +43,7 @@ for st in sorted(glob.glob(os.path.join(root, "tests/fixtures/hf/*/*.safetensors
 
 for cfg in sorted(glob.glob(os.path.join(root, "tests/fixtures/hf/*/config.json")) + glob.glob(os.path.join(root, "src/LlmArch.Core/Analysis/Presets/*.json"))):
     put("config", open(cfg, "rb").read())
+    put("model", open(cfg, "rb").read())
 for g in sorted(glob.glob(os.path.join(root, "tests/fixtures/hf/*/generation_config.json"))):
     put("genconfig", open(g, "rb").read())
 
@@ -90,6 +91,56 @@ for pre in ['{"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "f
         f'"pre_tokenizer": {pre}, "post_processor": {{"type": "TemplateProcessing", "single": [{{"SpecialToken": {{"id": "<s>", "type_id": 0}}}}, {{"Sequence": {{"id": "A", "type_id": 0}}}}], "special_tokens": {{"<s>": {{"id": "<s>", "ids": [6], "tokens": ["<s>"]}}}}}}, '
         f'"decoder": {{"type": "Sequence", "decoders": [{{"type": "Replace", "pattern": {{"String": "\u2581"}}, "content": " "}}, {{"type": "ByteFallback"}}, {{"type": "Fuse"}}]}}, '
         f'"model": {{"type": "BPE", "vocab": {tiny_vocab}, "merges": ["a b"], "byte_fallback": true, "unk_token": null}}}}')
+
+# AFL dictionaries (fuzz/dict/TARGET.dict): the JSON keys and literals of each target's seeds, and Jinja's syntax, so
+# mutations insert whole tokens instead of breaking the JSON on the first byte.
+dict_dir = os.path.join(root, "fuzz", "dict")
+os.makedirs(dict_dir, exist_ok=True)
+
+
+def afl_escape(tok):
+    b = tok.encode("utf-8")
+    return "".join(chr(c) if 32 <= c < 127 and c not in (34, 92) else "\\x%02x" % c for c in b)
+
+
+def write_dict(target, tokens):
+    with open(os.path.join(dict_dir, target + ".dict"), "w") as f:
+        for i, t in enumerate(sorted(set(tokens))):
+            if 0 < len(t.encode("utf-8")) <= 64:
+                f.write(f'k{i}="{afl_escape(t)}"\n')
+
+
+def json_tokens(value, acc):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            acc.add(f'"{k}"')
+            acc.add(f'"{k}": ')
+            json_tokens(v, acc)
+    elif isinstance(value, list):
+        for v in value[:50]:
+            json_tokens(v, acc)
+    elif isinstance(value, str) and len(value) <= 40:
+        acc.add(json.dumps(value))
+
+
+punct = ["{", "}", "[", "]", ",", ":", "null", "true", "false", "-1", "0", "1e308", "-0.0", "2147483648", "9223372036854775808",
+         "\"\\ud800\"", "\"\\u0000\"", "[[[[[[[[", "{}", "[]", "1.5", "NaN"]
+for target in ["safetensors", "config", "model", "genconfig", "tokenizer"]:
+    acc = set(punct)
+    d = os.path.join(out, target)
+    for f in os.listdir(d):
+        try:
+            json_tokens(json.loads(open(os.path.join(d, f), "rb").read()), acc)
+        except ValueError:
+            pass
+    write_dict(target, acc)
+write_dict("jinja", ["{{", "}}", "{%", "%}", "{#", "#}", "{%-", "-%}", "if ", "elif ", "else", "endif", "for ", " in ", "endfor",
+                     "set ", "endset", "macro ", "endmacro", "call", "endcall", "filter ", "endfilter", "raw", "endraw", "break",
+                     "continue", "do ", "namespace(", "range(", "loop.index", "loop.last", "messages", "message['content']",
+                     "message.role", "tools", "add_generation_prompt", "raise_exception(", "|tojson", "|length", "|join(",
+                     "|trim", "|replace(", "|map(", "|selectattr(", "|default(", "|string", "|list", "|sort", "|center(",
+                     " is defined", " is none", " is string", " not ", " and ", " or ", "~", "**", "//", "(", ")", "[", "]",
+                     "'", '"', "10**9", "[1]*", ".append(", ".split(", ".format(", ".items()", "true", "none", "caller()"])
 
 for t in sorted(os.listdir(out)):
     print(f"{t}: {len(os.listdir(os.path.join(out, t)))} seeds")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes LlmArch's parsers with SharpFuzz + AFL++: fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]
 #   targets: the keys of fuzz/LlmArch.Fuzz/Targets.cs (default: all); seeds: fuzz/corpus/TARGET (built from the fixtures
-#   by make_corpus.py when missing). Each target runs for SECONDS (default 600); then its crashes and hangs are replayed
+#   by make_corpus.py when missing, with AFL dictionaries in fuzz/dict). Each target runs for SECONDS (default 600); then its crashes and hangs are replayed
 #   uninstrumented and a summary line is printed: target, executions, crashes, hangs. Exit 1 when any target found one.
 # Needs: afl++ (apt-get install afl++), the sharpfuzz tool (dotnet tool install --global SharpFuzz.CommandLine --version 2.3.0).
 # To add a target (GGUF, the server's request parser): one entry in Targets.cs and a seed folder fuzz/corpus/NAME.
@@ -14,7 +14,7 @@ export PATH="$PATH:$HOME/.dotnet/tools"
 
 command -v afl-fuzz >/dev/null || { echo "fuzz: afl-fuzz not found (apt-get install afl++)" >&2; exit 2; }
 command -v sharpfuzz >/dev/null || { echo "fuzz: sharpfuzz not found (dotnet tool install --global SharpFuzz.CommandLine --version 2.3.0)" >&2; exit 2; }
-[ -d "$here/corpus" ] || python3 "$here/make_corpus.py"
+[ -d "$here/corpus" ] && [ -d "$here/dict" ] || python3 "$here/make_corpus.py"
 
 # Build, then instrument the library under test (not the harness, not the framework): AFL sees LlmArch.Core's branches.
 # Replays run on an uninstrumented copy: instrumented code writes to AFL's shared memory, which only exists under afl-fuzz.
@@ -38,7 +38,8 @@ for t in "${targets[@]}"; do
   rm -rf "$out/findings/$t"; mkdir -p "$out/findings/$t"
   echo "fuzz: $t for ${secs}s" >&2
   # -t: a hang is an input that runs past 5 s (a chat template or regex that never ends); -m none: .NET reserves much address space
-  afl-fuzz -i "$here/corpus/$t" -o "$out/findings/$t" -t 5000 -m none -V "$secs" -- dotnet "$bin/LlmArch.Fuzz.dll" "$t" \
+  dict=(); [ -f "$here/dict/$t.dict" ] && dict=(-x "$here/dict/$t.dict")
+  afl-fuzz -i "$here/corpus/$t" -o "$out/findings/$t" "${dict[@]}" -t 5000 -m none -V "$secs" -- dotnet "$bin/LlmArch.Fuzz.dll" "$t" \
     > "$out/findings/$t/afl.log" 2>&1 || true
   stats="$out/findings/$t/default/fuzzer_stats"
   get() { grep -E "^$1 " "$stats" 2>/dev/null | awk '{print $3}' || echo "?"; }

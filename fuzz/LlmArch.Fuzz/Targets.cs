@@ -16,6 +16,7 @@ public static class Targets
     {
         ["safetensors"] = SafetensorsHeader,
         ["config"] = Config,
+        ["model"] = ModelFromConfig,
         ["genconfig"] = GenerationConfigJson,
         ["tokenizer"] = TokenizerJson,
         ["jinja"] = Jinja,
@@ -46,6 +47,15 @@ public static class Targets
         var cfg = ModelConfig.Parse(json, "config.json");
         _ = cfg.RopeFor();
         if (cfg.NumHiddenLayers is int n) cfg.CheckedLayerTypes(n);
+    }
+
+    /// <summary>The input is config.json; the model is built from its shapes (no weights) and analysed, as <c>compare</c> does.</summary>
+    private static void ModelFromConfig(byte[] json)
+    {
+        var cfg = ModelConfig.Parse(json, "config.json");
+        try { Models.ModelLoader.Resolve(cfg); }
+        catch (ConfigException) { cfg = cfg with { ModelType = "qwen3", Architectures = null }; } // unknown types: build as a common one
+        Analysis.ModelAnalysis.FromConfig(cfg, "fuzz");
     }
 
     private static void GenerationConfigJson(byte[] json) => GenerationConfig.Parse(json, "generation_config.json");

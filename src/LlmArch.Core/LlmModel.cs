@@ -18,8 +18,12 @@ namespace LlmArch;
 /// <summary>Options of <see cref="LlmModel.Load"/>.</summary>
 public sealed record LlmModelOptions
 {
-    /// <summary>"cpu" (the only device today).</summary>
+    /// <summary>"cpu", "cuda" or "cuda:N" (when the build has a GPU backend).</summary>
     public string Device { get; init; } = "cpu";
+    /// <summary>Split weight matrices over this many devices (tensor parallelism); null = one device.</summary>
+    public int? TensorParallel { get; init; }
+    /// <summary>Split stacked expert weights over this many devices (expert parallelism); null = one device.</summary>
+    public int? ExpertParallel { get; init; }
     /// <summary>Compute threads; null = the machine's cores.</summary>
     public int? Threads { get; init; }
     /// <summary>Tokens per sequence (prompt + generated); null = max_position_embeddings capped at 4096.</summary>
@@ -103,8 +107,7 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
     public static LlmModel Load(string path, LlmModelOptions? options = null)
     {
         options ??= new LlmModelOptions();
-        if (!string.Equals(options.Device, "cpu", StringComparison.OrdinalIgnoreCase))
-            throw new LlmArchInputException($"device '{options.Device}' is not supported (supported: cpu)");
+        Backends.CheckName(options.Device);
         if (options.Threads is < 1) throw new LlmArchInputException($"threads must be >= 1 (got {options.Threads})");
         if (options.Parallel < 1) throw new LlmArchInputException($"parallel must be >= 1 (got {options.Parallel})");
         if (options.Context is < 2) throw new LlmArchInputException($"context must be >= 2 (got {options.Context})");
@@ -124,7 +127,12 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
         CpuThreadPool? pool = options.Threads is int th ? new CpuThreadPool(th) : null;
         try
         {
-            var model = ModelLoader.Load(path, new CpuBackend(pool), new LoadOptions { Quantize = quant });
+            if (options.TensorParallel is int a && options.ExpertParallel is int e && a != e)
+                throw new LlmArchInputException($"tensor parallel {a} and expert parallel {e} must use the same number of devices");
+            IBackend backend = (options.TensorParallel ?? options.ExpertParallel) is int ranks
+                ? Backends.CreateSharded(options.Device, ranks, options.TensorParallel is not null, true, pool)
+                : string.Equals(options.Device.Trim(), "cpu", StringComparison.OrdinalIgnoreCase) ? new CpuBackend(pool) : Backends.Create(options.Device);
+            var model = ModelLoader.Load(path, backend, new LoadOptions { Quantize = quant });
             var engine = TextEngine.Create(model, new EngineOptions { MaxSequences = options.Parallel, Context = options.Context, MaxQueue = options.MaxQueue });
             string name = options.Name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(path)));
             return new LlmModel(name, engine, tokenizer, template, gen, pool);

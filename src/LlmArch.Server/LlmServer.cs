@@ -27,6 +27,10 @@ public sealed record ServeOptions
     public int Port { get; init; } = 8080;
     public string Device { get; init; } = "cpu";
     public int? Threads { get; init; }
+    /// <summary>Split weight matrices over this many devices (tensor parallelism).</summary>
+    public int? TensorParallel { get; init; }
+    /// <summary>Split stacked expert weights over this many devices (expert parallelism).</summary>
+    public int? ExpertParallel { get; init; }
     /// <summary>Sequences generated at once (the engine's slots).</summary>
     public int Parallel { get; init; } = 8;
     /// <summary>Tokens per sequence; null = the model's, capped at 4096.</summary>
@@ -90,7 +94,7 @@ public sealed class LlmServer : IAsyncDisposable
         if (options.ModelPath is null) throw new LlmArchInputException("serve: --model is required");
         var model = LlmModel.Load(options.ModelPath, new LlmModelOptions
         {
-            Device = options.Device, Threads = options.Threads, Context = options.Context, Parallel = options.Parallel,
+            Device = options.Device, Threads = options.Threads, TensorParallel = options.TensorParallel, ExpertParallel = options.ExpertParallel, Context = options.Context, Parallel = options.Parallel,
             MaxQueue = options.MaxQueue, Name = options.ModelName, Quantization = options.Quantization, TokenizerPath = options.TokenizerPath,
         });
         try { return await StartAsync(model, options, ownsModel: true, cancellationToken).ConfigureAwait(false); }

@@ -17,7 +17,7 @@ public sealed class InitCommand : Verb
 
     private readonly Option<string?> _preset = Opt.Text("--preset", "preset name (llmarch compare --list)", "name", required: true);
     private readonly Option<bool> _random = Opt.Flag("--random", "random weights (the only source init writes; required)");
-    private readonly Option<string> _dtype = Opt.Choice("--dtype", "weight dtype", "bf16", "bf16", "f32", "f16", "bfloat16", "float32", "float16");
+    private readonly Option<string> _dtype = Opt.Choice("--dtype", "weight dtype (also bfloat16, float32, float16)", "bf16", "bf16", "f32", "f16", "bfloat16", "float32", "float16");
     private readonly Option<long> _seed = Opt.Long("--seed", "random seed", 0, min: 0);
     private readonly Option<string?> _out = Opt.Text("--out", "output directory (created)", "dir", required: true);
     private readonly Option<bool> _force = Opt.Flag("--force", "overwrite an existing model.safetensors, and write even when the disk looks too small");

@@ -90,7 +90,7 @@ public sealed class TokenizeCommand : Verb
     /// <summary>Reads a file as strict UTF-8: invalid bytes are an input error naming the line.</summary>
     private static IEnumerable<string> ReadUtf8Lines(string path)
     {
-        byte[] bytes = CliFiles.ReadInput(path, "--jsonl", Array.MaxLength);
+        byte[] bytes = CliFiles.ReadInput(path, "--jsonl", CliFiles.MaxJsonlBytes);
         var strict = new UTF8Encoding(false, throwOnInvalidBytes: true);
         int start = bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0;
         int lineNo = 1;

@@ -6,8 +6,11 @@ namespace LlmArch.Cli;
 /// </summary>
 public static class CliFiles
 {
-    /// <summary>Largest input file a verb reads whole (messages, tools, JSON lines).</summary>
-    public const long MaxInputBytes = 256L << 20;
+    /// <summary>Largest input file a verb reads whole (messages, tools).</summary>
+    public const long MaxInputBytes = 64L << 20;
+
+    /// <summary>Largest --jsonl file.</summary>
+    public const long MaxJsonlBytes = 1L << 30;
 
     private static readonly string[] PseudoRoots = ["/proc/", "/sys/", "/dev/"];
 
@@ -39,7 +42,7 @@ public static class CliFiles
         {
             using var fs = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, 1, FileOptions.SequentialScan);
             // Length is 0 for /proc files and unbounded for /dev/zero: read in chunks up to the limit instead of trusting it.
-            using var ms = new MemoryStream();
+            using var ms = new MemoryStream(fs.CanSeek && fs.Length > 0 && fs.Length <= maxBytes ? (int)fs.Length : 0);
             var buf = new byte[1 << 16];
             int n;
             while ((n = fs.Read(buf, 0, buf.Length)) > 0)

@@ -90,7 +90,7 @@ public static class Opt
     public static Option<string> Choice(string name, string description, string fallback, params string[] choices) =>
         new(name)
         {
-            Description = description + $" ({string.Join(", ", choices)})", HelpName = string.Join("|", choices), DefaultValueFactory = _ => fallback,
+            Description = description, HelpName = string.Join("|", choices), DefaultValueFactory = _ => fallback,
             CustomParser = r =>
             {
                 if (r.Tokens.Count == 0) return fallback;
@@ -186,7 +186,7 @@ public static class Opt
     public static Option<Analysis.KvCacheDType> KvDtype() =>
         new("--kv-dtype")
         {
-            Description = "KV cache element type (bf16, fp8, f32)", HelpName = "bf16|fp8|f32", DefaultValueFactory = _ => Analysis.KvCacheDType.BF16,
+            Description = "KV cache element type", HelpName = "bf16|fp8|f32", DefaultValueFactory = _ => Analysis.KvCacheDType.BF16,
             CustomParser = r =>
             {
                 if (r.Tokens.Count == 0) return Analysis.KvCacheDType.BF16;

@@ -42,6 +42,15 @@ public static class Backends
     /// <summary>Hook for a multi-GPU backend: (ranks, options) → a backend over cuda:0..ranks-1 with its collectives.</summary>
     public static Func<int, Sharding.ShardingOptions, IBackend>? ShardedCudaFactory { get; set; }
 
+    /// <summary>Checks a device name's form (cpu, cuda, cuda:N) without creating anything; one clear error otherwise.</summary>
+    public static void CheckName(string? device)
+    {
+        string d = (device ?? "cpu").Trim().ToLowerInvariant();
+        if (d is "cpu" or "" or "cuda") return;
+        if (d.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(d.AsSpan(5), out int i) && i >= 0) return;
+        throw new LlmArchInputException($"device '{device}' is not supported (supported: cpu, cuda, cuda:N)");
+    }
+
     public static IBackend Create(string? device)
     {
         string d = (device ?? "cpu").Trim().ToLowerInvariant();

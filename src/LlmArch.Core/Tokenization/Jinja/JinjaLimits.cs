@@ -16,7 +16,7 @@ public static class JinjaLimits
     /// <summary>Depth of macro calls (a macro that calls itself).</summary>
     public const int MaxCallDepth = 64;
     /// <summary>Instruction budget of one render: statements, loop iterations and expression evaluations.</summary>
-    public const long MaxSteps = 20_000_000;
+    public const long MaxSteps = 5_000_000;
     /// <summary>Longest string a template may build, in UTF-16 units.</summary>
     public const int MaxString = 8 << 20;
     /// <summary>Most items of a list a template may build.</summary>
