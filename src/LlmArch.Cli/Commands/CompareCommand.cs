@@ -152,8 +152,8 @@ public sealed class CompareCommand : Verb
     }
 
     public static string Legend(long context, KvCacheDType dtype) =>
-        $"attention layers: G full, S sliding window, C chunked, M MLA, L linear attention, lowercase = NoPE; " +
-        $"FFN layers: D dense, E mixture of experts, P both; nX = n repeats. heads: query/KV x head dim. " +
+        $"attention layers: G full, S sliding window, C chunked, M MLA, X MLA + DSA sparse, A compressed sparse (CSA), H heavily compressed (HCA), L linear attention, R Mamba2, V short conv, - none, lowercase = NoPE; " +
+        $"FFN layers: D dense, E mixture of experts, P both, - none; nX = n repeats. heads: query/KV x head dim. " +
         $"experts: routed/active+shared. active counts embeddings and LM head. " +
         $"KV cache: {KvCacheDTypes.Name(dtype)}, one sequence of {context} tokens (windows bounded); GFLOP: forward, token at position {context}; * = beyond the model's max_position_embeddings.";
 

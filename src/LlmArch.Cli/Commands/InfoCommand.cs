@@ -51,6 +51,7 @@ public sealed class InfoCommand : Verb
             o["param_groups"] = new JsonObject(a.Groups.Select(g => KeyValuePair.Create(g.Name, (JsonNode?)new JsonObject { ["params"] = g.Params, ["active_params"] = g.ActiveParams })));
             o["params_by_dtype"] = new JsonObject(a.ParamsByDType.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
             o["file_bytes"] = a.FileBytes;
+            o["layer_kinds"] = new JsonArray(a.LayerKinds().Select(k => (JsonNode)new JsonObject { ["letter"] = k.Letter.ToString(), ["layers"] = k.Count, ["description"] = k.Description }).ToArray());
             inv.Out.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }
@@ -85,6 +86,7 @@ public sealed class InfoCommand : Verb
         w.WriteLine("architecture");
         Row("model_type", a.ModelType + (a.OuterModelType is { } o ? $" (text stack of {o}; other towers not counted)" : ""));
         Row("layers", $"{a.NumLayers}: attention {a.AttentionPattern}, FFN {a.FfnPattern}");
+        foreach (var (letter, count, description) in a.LayerKinds()) Row($"  {letter} x{count}", description);
         string heads = $"{a.Heads} query / {a.KvHeads} KV heads, head dim {a.HeadDim}" + (a.ValueDim != a.HeadDim ? $", value dim {a.ValueDim}" : "");
         Row("attention", $"{a.AttentionKind}; {heads}" + (a.KvSharedLayers > 0 ? $"; {a.KvSharedLayers} layers reuse another layer's KV" : ""));
         Row("norms", $"{a.Norm}; QK-norm: {a.QkNorm}");

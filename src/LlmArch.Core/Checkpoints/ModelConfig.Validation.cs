@@ -14,9 +14,17 @@ public sealed partial record ModelConfig
         public const int Intermediate = 1 << 20, Experts = 1 << 16, Positions = 1 << 28, LoraRank = 1 << 16;
     }
 
-    /// <summary>The layer types the models implement.</summary>
+    /// <summary>
+    /// The layer types the models implement: the classic four, DeepSeek Sparse Attention (DeepSeek-V3.2, GLM-5),
+    /// DeepSeek-V4's compressed sparse / heavily compressed attention and LFM2's short-convolution blocks. Each family
+    /// checks which of them it accepts.
+    /// </summary>
     public static readonly IReadOnlySet<string> KnownLayerTypes =
-        new HashSet<string>(StringComparer.Ordinal) { "full_attention", "sliding_attention", "chunked_attention", "linear_attention" };
+        new HashSet<string>(StringComparer.Ordinal)
+        {
+            "full_attention", "sliding_attention", "chunked_attention", "linear_attention",
+            "deepseek_sparse_attention", "compressed_sparse_attention", "heavily_compressed_attention", "conv",
+        };
 
     /// <summary>Throws a <see cref="ConfigException"/> naming the first key whose value is out of range.</summary>
     public void Validate()
@@ -62,7 +70,7 @@ public sealed partial record ModelConfig
         if (SlidingWindow is int w && w < 0) throw Invalid("sliding_window", $"must be positive (got {w})");
         Size(SlidingWindow, "sliding_window", Limits.Positions, allowZero: true);
         // Hybrid and on-device families
-        Size(HiddenSizePerLayerInput, "hidden_size_per_layer_input", Limits.Hidden);
+        Size(HiddenSizePerLayerInput, "hidden_size_per_layer_input", Limits.Hidden, allowZero: true);   // Gemma 4 26B/31B publish 0: no per-layer embeddings
         Size(VocabSizePerLayerInput, "vocab_size_per_layer_input", Limits.Vocab);
         Size(AltupNumInputs, "altup_num_inputs", 64);
         Size(LaurelRank, "laurel_rank", Limits.LoraRank);
