@@ -4,20 +4,15 @@ using LlmArch.Compute.Cuda;
 namespace LlmArch.Cli;
 
 /// <summary>
-/// <c>--device cpu|cuda|cuda:N</c> and, on a GPU, <c>--dtype f32|bf16</c> (f32: exact fp32 GEMMs, TF32 off; bf16:
-/// prefill GEMMs on the tensor cores with fp32 accumulation). Shared by run, chat, bench, verify and info.
+/// A single-device backend from <c>--device cpu|cuda|cuda:N</c> and, on a GPU, <c>--dtype f32|bf16</c> (f32: exact
+/// fp32 GEMMs, TF32 off; bf16: prefill GEMMs on the tensor cores with fp32 accumulation). Used by the device group of
+/// run/chat/verify/serve and by bench, info and gpu-check.
 /// </summary>
 internal static class DeviceOption
 {
-    public const string Help = "[--device cpu|cuda[:N]] [--dtype f32|bf16]";
-
-    /// <summary>Reads the two options (so RejectUnknown accepts them); create the backend after that check.</summary>
-    public static (string? Device, string? DType) Read(CliArgs args) => (args.Get("device"), args.Get("dtype"));
-
-    /// <summary>The backend the options name, or null for the default CPU backend.</summary>
-    public static IBackend? Create((string? Device, string? DType) spec)
+    /// <summary>The backend, or null for the default CPU backend (the caller's thread pool applies then).</summary>
+    public static IBackend? Create(string? device, string? dtype)
     {
-        var (device, dtype) = spec;
         bool bf16 = (dtype ?? "f32").ToLowerInvariant() switch
         {
             "f32" or "fp32" or "float32" => false,

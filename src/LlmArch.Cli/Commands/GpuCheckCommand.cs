@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using LlmArch.Compute;
@@ -13,31 +14,35 @@ namespace LlmArch.Cli.Commands;
 /// CUDA graphs against the same decoding without them (bit for bit), with and without the fused kernels, and against
 /// the CPU backend.
 /// </summary>
-public sealed class GpuCheckCommand : ICommand
+public sealed class GpuCheckCommand : Verb
 {
-    public string Name => "gpu-check";
-    public string Summary => "CUDA backend conformance: gpu-check [--device cuda:N] [--op NAME] [--models dir,dir...] [--json]";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json" };
+    public override string Name => "gpu-check";
+    public override string Description => "CUDA backend conformance: every op against the scalar reference, then per model directory: graph replay vs eager (bit for bit), fused vs plain kernels, CUDA vs CPU logits and greedy tokens; exit 1 when a check fails.";
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    private readonly Option<string?> _device = Opt.Text("--device", "the GPU: cuda (default) or cuda:N", "DEVICE");
+    private readonly Option<string?> _op = Opt.Text("--op", "only this op group (unary, binary, matmul, attention, ...); 'none' runs no op checks", "NAME");
+    private readonly Option<string?> _models = Opt.Text("--models", "model directories for the model-level checks, comma-separated", "dir,dir");
+    private readonly Option<int> _steps = Opt.Int("--steps", "decode steps of the model-level checks", 12, min: 1, max: 1000);
+    private readonly Option<bool> _json = Opt.Flag("--json", "also print one JSON document with every result");
+
+    public override int Execute(Invocation inv)
     {
-        string device = args.Get("device") ?? "cuda";
-        string? op = args.Get("op");
-        string? models = args.Get("models");
-        bool json = args.Has("json");
-        int steps = args.GetInt("steps", 12);
-        args.RejectUnknown();
-        int index = device == "cuda" ? 0 : device.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(device.AsSpan(5), out int i) ? i
+        string device = inv.Get(_device) ?? "cuda";
+        string? op = inv.Get(_op), models = inv.Get(_models);
+        bool json = inv.Get(_json);
+        int steps = inv.Get(_steps);
+        var stdout = inv.Out;
+        int index = device == "cuda" ? 0 : device.StartsWith("cuda:", StringComparison.Ordinal) && int.TryParse(device.AsSpan(5), out int i) && i >= 0 ? i
             : throw new LlmArchInputException($"--device '{device}': expected cuda or cuda:N");
-        var inv = CultureInfo.InvariantCulture;
+        var ci = CultureInfo.InvariantCulture;
         var gpu = CudaBackend.Create(index, CudaOptions.FromEnvironment() with { Graphs = false });
         stdout.WriteLine($"device {gpu.Name}, driver {Native.CudaDriver.Version()}, cuBLASLt {(Native.CublasLt.TryLoad() ? Native.CublasLt.LoadedFrom : Native.CublasLt.LoadError)}");
         var results = CudaOpCheck.RunOn(gpu, op);
         foreach (var g in results.GroupBy(r => r.Op))
         {
             int pass = g.Count(r => r.Passed);
-            stdout.WriteLine(string.Create(inv, $"{(pass == g.Count() ? "PASS" : "FAIL")} {g.Key,-14} {pass}/{g.Count()} cases, worst error {g.Where(r => !double.IsNaN(r.MaxError)).Select(r => r.MaxError).DefaultIfEmpty(0).Max():G3} of tolerance"));
-            foreach (var r in g.Where(r => !r.Passed)) stdout.WriteLine(string.Create(inv, $"     {r.Case}: error {r.MaxError:G3}{(r.Error is null ? "" : " - " + r.Error)}"));
+            stdout.WriteLine(string.Create(ci, $"{(pass == g.Count() ? "PASS" : "FAIL")} {g.Key,-14} {pass}/{g.Count()} cases, worst error {g.Where(r => !double.IsNaN(r.MaxError)).Select(r => r.MaxError).DefaultIfEmpty(0).Max():G3} of tolerance"));
+            foreach (var r in g.Where(r => !r.Passed)) stdout.WriteLine(string.Create(ci, $"     {r.Case}: error {r.MaxError:G3}{(r.Error is null ? "" : " - " + r.Error)}"));
         }
         bool ok = results.All(r => r.Passed);
         var modelResults = new List<Dictionary<string, object?>>();
@@ -46,7 +51,7 @@ public sealed class GpuCheckCommand : ICommand
             var m = CheckModel(dir, index, steps);
             modelResults.Add(m);
             ok &= (bool)m["pass"]!;
-            stdout.WriteLine(string.Create(inv, $"{((bool)m["pass"]! ? "PASS" : "FAIL")} model {m["name"]}: graph replays {m["replays"]}, graph vs eager bitwise {m["graph_bitwise"]}, fused vs plain {m["fused_vs_plain"]:G3}, cuda vs cpu {m["cuda_vs_cpu"]:G3}, tokens equal {m["tokens_equal"]}{(m.TryGetValue("error", out var e) ? " - " + e : "")}"));
+            stdout.WriteLine(string.Create(ci, $"{((bool)m["pass"]! ? "PASS" : "FAIL")} model {m["name"]}: graph replays {m.GetValueOrDefault("replays")}, graph vs eager bitwise {m.GetValueOrDefault("graph_bitwise")}, fused vs plain {m.GetValueOrDefault("fused_vs_plain"):G3}, cuda vs cpu {m.GetValueOrDefault("cuda_vs_cpu"):G3}, tokens equal {m.GetValueOrDefault("tokens_equal")}{(m.TryGetValue("error", out var e) ? " - " + e : "")}"));
         }
         if (json)
             stdout.WriteLine(JsonSerializer.Serialize(new Dictionary<string, object?>

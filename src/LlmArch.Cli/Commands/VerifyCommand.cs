@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using LlmArch.Generation;
@@ -5,28 +6,32 @@ using LlmArch.Generation;
 namespace LlmArch.Cli.Commands;
 
 /// <summary><c>llmarch verify &lt;fixture-dir&gt;...</c>: each model against its reference logits and greedy tokens.</summary>
-public sealed class VerifyCommand : ICommand
+public sealed class VerifyCommand : Verb
 {
-    public string Name => "verify";
-    public string Summary => "check models against reference fixtures: verify <dir>... [--device cpu|cuda[:N]] [--dtype f32|bf16] [--json]";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json" };
+    public override string Name => "verify";
+    public override string Description => "Check models against reference fixtures (logits within tolerance, identical greedy tokens); exit 1 when one fails.";
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    private readonly Argument<string[]> _dirs = new("fixtures") { Description = "fixture directories (config, weights, expected.safetensors)", Arity = ArgumentArity.OneOrMore };
+    private readonly Option<bool> _json = Opt.Flag("--json", "print a JSON array of results");
+    private readonly DeviceGroup _device = new();
+
+    public override int Execute(Invocation inv)
     {
-        bool json = args.Has("json");
-        var spec = DeviceOption.Read(args);
-        args.RejectUnknown();
-        if (args.Positionals.Count == 0) throw new LlmArchInputException("verify needs at least one fixture directory");
-        // One backend for every fixture (a GPU's module and scratch are set up once); bf16 runs report their drift.
-        var backend = DeviceOption.Create(spec);
-        bool drift = spec.DType is "bf16" or "bfloat16";
-        Func<string, Models.CausalLM>? loader = backend is null ? null : d => Models.ModelLoader.Load(d, backend);
+        bool json = inv.Get(_json);
+        var stdout = inv.Out;
+        var stderr = inv.Err;
         var results = new List<VerifyResult>();
         bool badInput = false;
-        foreach (var dir in args.Positionals)
+        // --dtype bf16 (GPU): the drift from the fp32 reference is reported, not judged against the fp32 tolerance.
+        bool drift = inv.Get(_device.DType) is "bf16" or "bfloat16";
+        foreach (var dir in inv.Get(_dirs))
         {
             VerifyResult r;
-            try { r = FixtureVerifier.Verify(dir, loader); }
+            try
+            {
+                using var pool = inv.Get(_device.Threads) is int t ? new Compute.Cpu.CpuThreadPool(t) : null;
+                r = FixtureVerifier.Verify(dir, d => Models.ModelLoader.Load(d, _device.Resolve(inv, pool)));
+            }
             catch (LlmArchInputException e)
             {
                 badInput = true;

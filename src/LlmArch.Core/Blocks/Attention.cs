@@ -51,6 +51,8 @@ public sealed record AttentionSpec
     public bool OutputGate { get; init; }
     /// <summary>v is RMS-normalized per head without a weight (Gemma 3n).</summary>
     public bool ValueNorm { get; init; }
+    /// <summary>No v_proj: the values are the raw key projection (before k-norm and RoPE) — Gemma 4's attention_k_eq_v.</summary>
+    public bool ValueIsKey { get; init; }
     /// <summary>This layer computes no keys/values: it reads those of layer KvSource (Gemma 3n's KV sharing).</summary>
     public int? KvSource { get; init; }
     /// <summary>A later layer reads this layer's keys and values: keep every position (no ring).</summary>
@@ -114,7 +116,8 @@ public class SelfAttention
         if (s.KvSource is null)
         {
             K = Linear.Load(w, $"{prefix}.{s.KName}", s.Hidden, kv * d, s.QkvBias);
-            V = Linear.Load(w, $"{prefix}.{s.VName}", s.Hidden, kv * s.VDim, s.QkvBias);
+            if (s.ValueIsKey && s.VDim != d) throw new ConfigException($"{w.Location}: attention at {prefix} reuses keys as values but value head dim {s.VDim} != {d}");
+            V = s.ValueIsKey ? K : Linear.Load(w, $"{prefix}.{s.VName}", s.Hidden, kv * s.VDim, s.QkvBias);
         }
         else K = V = null!; // reads its source layer's keys and values (its own k/v weights, if stored, are ignored)
         O = Linear.Load(w, $"{prefix}.{s.OName}", h * s.VDim, s.Hidden, s.OutBias);
@@ -173,7 +176,8 @@ public class SelfAttention
         else
         {
             k = K.Forward(b, x);
-            v = V.Forward(b, x);
+            // With ValueIsKey the raw projection is the value; the key is replaced (norm) or copied before RoPE rotates it in place.
+            v = s.ValueIsKey ? (s.QkNorm is QkNormKind.PerHead or QkNormKind.Whole ? k : b.Unary(k, UnaryOp.Affine, 1f)) : V.Forward(b, x);
             if (s.QkNorm == QkNormKind.Whole) { q = QNorm!.Forward(b, q); k = KNorm!.Forward(b, k); }
             q = b.View(q, new Shape(N, H, D));
             k = b.View(k, new Shape(N, s.KvHeads, D));

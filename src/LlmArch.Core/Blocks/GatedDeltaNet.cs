@@ -15,6 +15,9 @@ public sealed record DeltaNetSpec
     public float NormEps { get; init; } = 1e-6f;
     /// <summary>Tokens per chunk of the parallel prefill form (the reference's 64).</summary>
     public int ChunkSize { get; init; } = 64;
+    /// <summary>Qwen3.5's layout: separate in_proj_qkv ([q | k | v] rows), in_proj_z, in_proj_b, in_proj_a instead of the
+    /// head-grouped in_proj_qkvz / in_proj_ba of Qwen3-Next.</summary>
+    public bool SeparateProjections { get; init; }
 
     public int KeyTotal => KeyHeads * KeyDim;
     public int ValueTotal => ValueHeads * ValueDim;
@@ -91,7 +94,8 @@ public sealed class RecurrentState : IRecurrentState
 public sealed class GatedDeltaNet
 {
     public DeltaNetSpec Spec { get; }
-    private readonly Linear _qkvz, _ba, _out;
+    private readonly Linear? _qkvz, _ba, _qkv, _z, _b, _a;
+    private readonly Linear _out;
     private readonly Tensor _conv, _negExpALog, _dtBias;
     private readonly RmsNorm _norm;
 
@@ -112,6 +116,26 @@ public sealed class GatedDeltaNet
             if (shape.Length == 3 && shape[0] == s.ConvDim && shape[1] == 1 && shape[2] != s.ConvKernel)
                 throw new CheckpointFormatException($"{loc}: tensor '{convName}' has kernel size {shape[2]} but linear_conv_kernel_dim is {s.ConvKernel}");
         }
+        if (s.SeparateProjections)
+        {
+            _qkv = Linear.Load(w, $"{prefix}.in_proj_qkv", s.Hidden, s.ConvDim, false);
+            _z = Linear.Load(w, $"{prefix}.in_proj_z", s.Hidden, s.ValueTotal, false);
+            _b = Linear.Load(w, $"{prefix}.in_proj_b", s.Hidden, nv, false);
+            _a = Linear.Load(w, $"{prefix}.in_proj_a", s.Hidden, nv, false);
+        }
+        else (_qkvz, _ba) = LoadFused(w, prefix, s);
+        _conv = w.Place(w.GetF32Host(convName, s.ConvDim, 1, s.ConvKernel).Reshape(new Shape(s.ConvDim, s.ConvKernel)));
+        // The decay's -exp(A_log), derived once at load.
+        _negExpALog = w.Place(HybridWeightTransforms.Map(w.GetF32Host($"{prefix}.A_log", nv), a => -MathF.Exp(a)));
+        _dtBias = w.GetF32($"{prefix}.dt_bias", nv);
+        _norm = RmsNorm.Load(w, $"{prefix}.norm.weight", dv, s.NormEps);
+        _out = Linear.Load(w, $"{prefix}.out_proj", nv * dv, s.Hidden, false);
+    }
+
+    /// <summary>Qwen3-Next's head-grouped in_proj_qkvz / in_proj_ba, regrouped into [q | k | v | z] and [b | a] rows at load.</summary>
+    private static (Linear Qkvz, Linear Ba) LoadFused(WeightSource w, string prefix, DeltaNetSpec s)
+    {
+        int nk = s.KeyHeads, nv = s.ValueHeads, dk = s.KeyDim, dv = s.ValueDim, r = nv / nk;
         // Rows of in_proj_qkvz per key head g: [q_g (dk) | k_g (dk) | v_g (r·dv) | z_g (r·dv)] → [q | k | v | z].
         int group = 2 * dk + 2 * r * dv;
         var order = new List<int>(nk * group);
@@ -123,18 +147,13 @@ public sealed class GatedDeltaNet
                 for (int i = 0; i < len; i++) order.Add(g * group + off + i);
             }
         var qkvz = w.GetHost($"{prefix}.in_proj_qkvz.weight", [nk * group, s.Hidden]);
-        _qkvz = new Linear(w.Place(HybridWeightTransforms.PermuteRows(qkvz, order.ToArray())), null);
+        var fused = new Linear(w.Place(HybridWeightTransforms.PermuteRows(qkvz, order.ToArray())), null);
         // Rows of in_proj_ba per key head g: [b_g (r) | a_g (r)] → [b | a].
         var baOrder = new int[2 * nv];
         for (int g = 0; g < nk; g++)
             for (int i = 0; i < r; i++) { baOrder[g * r + i] = g * 2 * r + i; baOrder[nv + g * r + i] = g * 2 * r + r + i; }
-        _ba = new Linear(w.Place(HybridWeightTransforms.PermuteRows(w.GetHost($"{prefix}.in_proj_ba.weight", [2 * nv, s.Hidden]), baOrder)), null);
-        _conv = w.Place(w.GetF32Host(convName, s.ConvDim, 1, s.ConvKernel).Reshape(new Shape(s.ConvDim, s.ConvKernel)));
-        // The decay's -exp(A_log), derived once at load.
-        _negExpALog = w.Place(HybridWeightTransforms.Map(w.GetF32Host($"{prefix}.A_log", nv), a => -MathF.Exp(a)));
-        _dtBias = w.GetF32($"{prefix}.dt_bias", nv);
-        _norm = RmsNorm.Load(w, $"{prefix}.norm.weight", dv, s.NormEps);
-        _out = Linear.Load(w, $"{prefix}.out_proj", nv * dv, s.Hidden, false);
+        var ba = new Linear(w.Place(HybridWeightTransforms.PermuteRows(w.GetHost($"{prefix}.in_proj_ba.weight", [2 * nv, s.Hidden]), baOrder)), null);
+        return (fused, ba);
     }
 
     public RecurrentState CreateState(IBackend b, int slots) =>
@@ -145,16 +164,22 @@ public sealed class GatedDeltaNet
     {
         var s = Spec;
         int N = x.Shape[0];
-        var proj = _qkvz.Forward(b, x); // [N, 2Kt + 2Vt]
-        var ba = _ba.Forward(b, x);     // [N, 2Hv]
-        var mixed = b.CausalConv1d(b.Slice(proj, 0, s.ConvDim), _conv, state.Parts[0], batch, silu: true);
+        Tensor qkv, z, bRaw, aRaw;
+        if (_qkvz is not null)
+        {
+            var proj = _qkvz.Forward(b, x); // [N, 2Kt + 2Vt]
+            var ba = _ba!.Forward(b, x);    // [N, 2Hv]
+            (qkv, z) = (b.Slice(proj, 0, s.ConvDim), b.Slice(proj, s.ConvDim, s.ValueTotal));
+            (bRaw, aRaw) = (b.Slice(ba, 0, s.ValueHeads), b.Slice(ba, s.ValueHeads, s.ValueHeads));
+        }
+        else (qkv, z, bRaw, aRaw) = (_qkv!.Forward(b, x), _z!.Forward(b, x), _b!.Forward(b, x), _a!.Forward(b, x));
+        var mixed = b.CausalConv1d(qkv, _conv, state.Parts[0], batch, silu: true);
         var q = b.View(b.Slice(mixed, 0, s.KeyTotal), new Shape(N, s.KeyHeads, s.KeyDim));
         var k = b.View(b.Slice(mixed, s.KeyTotal, s.KeyTotal), new Shape(N, s.KeyHeads, s.KeyDim));
         var v = b.View(b.Slice(mixed, 2 * s.KeyTotal, s.ValueTotal), new Shape(N, s.ValueHeads, s.ValueDim));
-        var z = b.Slice(proj, s.ConvDim, s.ValueTotal);
-        var beta = b.Unary(b.Slice(ba, 0, s.ValueHeads), UnaryOp.Sigmoid);
+        var beta = b.Unary(bRaw, UnaryOp.Sigmoid);
         // g = -exp(A_log) · softplus(a + dt_bias)
-        var g = b.Binary(b.Unary(b.Binary(b.Slice(ba, s.ValueHeads, s.ValueHeads), _dtBias, BinaryOp.Add), UnaryOp.Softplus), _negExpALog, BinaryOp.Mul);
+        var g = b.Binary(b.Unary(b.Binary(aRaw, _dtBias, BinaryOp.Add), UnaryOp.Softplus), _negExpALog, BinaryOp.Mul);
         var o = b.Fused<IFusedDeltaRule>() is { } f
             ? f.GatedDeltaRule(q, k, v, g, beta, state.Parts[1], batch, s.ChunkSize)
             : DeltaRule.Composed(b, q, k, v, g, beta, state.Parts[1], batch);

@@ -16,7 +16,8 @@ public sealed record MlaSpec
     public required int ValueDim { get; init; }
     public bool Bias { get; init; }
     public float NormEps { get; init; } = 1e-6f;
-    public required RopeTable Rope { get; init; }
+    /// <summary>null: NoPE MLA (Kimi Linear): the "rope" channels of q and the shared key are used unrotated.</summary>
+    public required RopeTable? Rope { get; init; }
     /// <summary>rope_interleave: rotate pairs (2i, 2i + 1) of the rope channels (what HF's de-interleave + rotate_half computes).</summary>
     public bool RopeInterleaved { get; init; }
     public required float Scale { get; init; }
@@ -82,7 +83,7 @@ public sealed class MlaAttention : SelfAttention
         new(b, slots, maxTokens, 1, Mla.CacheDim, Mla.KvLoraRank, valuesInKeys: true, name: "mla");
 
     /// <summary>A different matrix per head: x <c>[N, H, K]</c> times w <c>[H, O, K]</c> → <c>[N, H, O]</c>.</summary>
-    private static Tensor HeadLinear(IBackend b, Tensor x, Tensor w) =>
+    public static Tensor HeadLinear(IBackend b, Tensor x, Tensor w) =>
         b.Transpose(b.BatchMatMul(b.Transpose(x, 0, 1), w, transposeB: true), 0, 1);
 
     public override Tensor Forward(IBackend b, Tensor x, KvCache? cache, StepBatch batch, KvShare? share = null, int layer = -1)
@@ -96,8 +97,11 @@ public sealed class MlaAttention : SelfAttention
         var kv = KvA.Forward(b, x);                            // [N, rank + rope]
         var latent = KvANorm.Forward(b, b.Slice(kv, 0, r));    // [N, rank]
         var kRope = b.View(b.Slice(kv, r, s.RopeDim), new Shape(N, 1, s.RopeDim));
-        b.Rope(qRope, batch, s.Rope, s.RopeInterleaved);
-        b.Rope(kRope, batch, s.Rope, s.RopeInterleaved);
+        if (s.Rope is not null)
+        {
+            b.Rope(qRope, batch, s.Rope, s.RopeInterleaved);
+            b.Rope(kRope, batch, s.Rope, s.RopeInterleaved);
+        }
         var entry = b.Concat(b.View(latent, new Shape(N, 1, r)), kRope); // [N, 1, rank + rope]: what the cache keeps
         var p = new AttentionParams { Scale = s.Scale };
 

@@ -18,6 +18,7 @@ namespace LlmArch.Blocks;
 //   MiniMax-M2    Sigmoid        renormalized                      correction bias
 //   Llama 4       Sigmoid, k=1   sigmoid score scales the INPUT    shared expert summed in
 //   Grok          Softmax        unnormalized softmax probs        router logit softcap, GeGLU (tanh)
+//   DeepSeek-V4   SqrtSoftplus   renormalized * routed_scaling     correction bias; hash-routed layers pick by token id
 
 /// <summary>How router logits become scores.</summary>
 public enum RouterScoring
@@ -28,6 +29,8 @@ public enum RouterScoring
     Sigmoid,
     /// <summary>top-k of the raw logits, then softmax over only those k (gpt-oss).</summary>
     TopKSoftmax,
+    /// <summary>sqrt(softplus(logit)) per expert, then top-k (DeepSeek-V4).</summary>
+    SqrtSoftplus,
 }
 
 /// <summary>The routing rule of a MoE layer; see <see cref="MoeRouting.Route"/>.</summary>
@@ -89,6 +92,8 @@ public static class MoeRouting
             for (int e = 0; e < E; e++) score[e] = s.LogitSoftcap > 0 ? s.LogitSoftcap * MathF.Tanh(l[e] / s.LogitSoftcap) : l[e];
             if (s.Scoring == RouterScoring.Softmax) Softmax(score);
             else if (s.Scoring == RouterScoring.Sigmoid) for (int e = 0; e < E; e++) score[e] = 1f / (1f + MathF.Exp(-score[e]));
+            else if (s.Scoring == RouterScoring.SqrtSoftplus)
+                for (int e = 0; e < E; e++) score[e] = MathF.Sqrt(score[e] > 20f ? score[e] : MathF.Log(1f + MathF.Exp(score[e])));
             for (int e = 0; e < E; e++) choice[e] = s.CorrectionBias ? score[e] + correctionBias[e] : score[e];
             if (G > 1)
             {
@@ -162,6 +167,9 @@ public sealed class ExpertSet
     public Tensor? DownBias { get; private init; }
     public ExpertActivation Act { get; private init; }
     public bool Interleaved { get; private init; }
+    /// <summary>Non-gated experts down(act(up(x))) (Nemotron-H): the activation, squared after it for relu².</summary>
+    public UnaryOp? PlainActivation { get; private init; }
+    public bool SquaredActivation { get; private init; }
     public int Count => Down.Count;
     public int Width => Down.In;
 
@@ -189,6 +197,20 @@ public sealed class ExpertSet
         };
     }
 
+    /// <summary>Per-expert non-gated experts <c>{prefix}.{e}.up_proj</c> / <c>down_proj</c>: down(act(up(x))), optionally squared (relu²).</summary>
+    public static ExpertSet LoadPerExpertNonGated(WeightSource w, string prefix, int experts, int topK, int hidden, int width,
+        UnaryOp act, bool squared, string up = "up_proj", string down = "down_proj")
+    {
+        var use = WeightUse.Expert(topK, experts);
+        var u = new Tensor[experts]; var d = new Tensor[experts];
+        for (int e = 0; e < experts; e++)
+        {
+            u[e] = w.Get($"{prefix}.{e}.{up}.weight", [width, hidden], use);
+            d[e] = w.Get($"{prefix}.{e}.{down}.weight", [hidden, width], use);
+        }
+        return new ExpertSet { Up = ExpertWeights.FromList(u), Down = ExpertWeights.FromList(d), PlainActivation = act, SquaredActivation = squared };
+    }
+
     private static Tensor StackBiases(WeightSource w, string prefix, string proj, int experts, int width) =>
         w.GetStackedF32(Enumerable.Range(0, experts).Select(e => $"{prefix}.{e}.{proj}.bias").ToArray(), width);
 
@@ -211,6 +233,11 @@ public sealed class ExpertSet
     /// <summary>x <c>[N, 1, C]</c> (or <c>[N, K, C]</c>), ids <c>[N, K]</c> → every chosen expert's output <c>[N, K, C]</c>.</summary>
     public Tensor Forward(IBackend b, Tensor x, Tensor ids)
     {
+        if (PlainActivation is UnaryOp act)
+        {
+            var p = b.Unary(b.MatMulById(x, Up!, ids, UpBias), act);
+            return b.MatMulById(SquaredActivation ? b.Unary(p, UnaryOp.Square) : p, Down, ids, DownBias);
+        }
         var h = GateUp is not null
             ? b.Glu(b.MatMulById(x, GateUp, ids, GateUpBias), null, Act, Interleaved)
             : b.Glu(b.MatMulById(x, Gate!, ids, GateBias), b.MatMulById(x, Up!, ids, UpBias), Act);
@@ -259,6 +286,7 @@ public sealed class Moe : IModule
         {
             RouterScoring.Softmax => b.Softmax(scores),
             RouterScoring.Sigmoid => b.Unary(scores, UnaryOp.Sigmoid),
+            RouterScoring.SqrtSoftplus => b.Unary(b.Unary(scores, UnaryOp.Softplus), UnaryOp.Sqrt),
             _ => scores,
         };
         var choice = s.CorrectionBias ? b.Binary(scores, correctionBias!, BinaryOp.Add) : scores;

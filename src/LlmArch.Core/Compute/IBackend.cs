@@ -163,7 +163,8 @@ public interface IBackend
     /// <summary>
     /// Mixture-of-experts product gathered by id: x <c>[N, 1, K]</c> (the same input for every slot) or <c>[N, S, K]</c>,
     /// ids <c>[N, S]</c> I32 in device memory, weights of E experts each <c>[O, K]</c>, bias <c>[E, O]</c> F32 optional:
-    /// y[n, s] = W[ids[n, s]] · x[n, s] + bias[ids[n, s]], <c>[N, S, O]</c>.
+    /// y[n, s] = W[ids[n, s]] · x[n, s] + bias[ids[n, s]], <c>[N, S, O]</c>. An id of -1 gives a zero row (a pair whose
+    /// expert another device owns, under expert parallelism).
     /// </summary>
     Tensor MatMulById(Tensor x, ExpertWeights w, Tensor ids, Tensor? bias = null);
 
@@ -197,7 +198,8 @@ public interface IBackend
 
     // ---------------- data movement ----------------
 
-    /// <summary>Rows of table <c>[V, C]</c> (any dtype, dequantized) at ids <c>[N]</c> I32: <c>[N, C]</c> F32. Ids must be in range.</summary>
+    /// <summary>Rows of table <c>[V, C]</c> (any dtype, dequantized) at ids <c>[N]</c> I32: <c>[N, C]</c> F32. Ids must be in range;
+    /// -1 gives a zero row (a row another device holds, under vocabulary parallelism).</summary>
     Tensor Gather(Tensor table, Tensor ids);
     /// <summary>y[r, j] = x[r, idx[r, j]]: x <c>[..., C]</c>, idx <c>[..., k]</c> I32 with the same leading dims: <c>[..., k]</c>.</summary>
     Tensor TakeAlong(Tensor x, Tensor idx);

@@ -34,6 +34,15 @@ public sealed class KvCache
         V = valuesInKeys ? null : b.Allocate(dtype, new Shape(slots, capacity, kvHeads, valueDim), name + ".v");
     }
 
+    private KvCache(Tensor k, Tensor? v, KvCache like)
+    {
+        K = k; V = v; Slots = like.Slots; Capacity = like.Capacity; Ring = like.Ring; Bound = like.Bound; Slack = like.Slack;
+        KvHeads = like.KvHeads; KeyDim = like.KeyDim; ValueDim = like.ValueDim;
+    }
+
+    /// <summary>The same cache layout over other storage (a backend that spans devices gives each device its part).</summary>
+    public KvCache Over(Tensor k, Tensor? v) => new(k, v, this);
+
     public long Bytes => K.ByteCount + (V?.ByteCount ?? 0);
 
     /// <summary>Copies the first <paramref name="tokens"/> positions of slot src into slot dst (a ring copies what it holds).</summary>

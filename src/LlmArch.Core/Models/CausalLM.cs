@@ -5,10 +5,30 @@ using LlmArch.Compute;
 namespace LlmArch.Models;
 
 /// <summary>What kind of token mixer a layer has.</summary>
-public enum MixerKind { Full, Sliding, Chunked, Mla, Linear }
+public enum MixerKind
+{
+    Full, Sliding, Chunked, Mla, Linear,
+    /// <summary>Gated short convolution (LFM2): a constant conv state.</summary>
+    Conv,
+    /// <summary>State-space recurrence (Mamba2): a constant conv + SSM state.</summary>
+    Ssm,
+    /// <summary>MLA with DeepSeek Sparse Attention: an indexer picks <see cref="LayerInfo.SparseTopK"/> cached keys per query.</summary>
+    SparseMla,
+    /// <summary>DeepSeek-V4 compressed sparse attention: a sliding window plus top-k of compressed entries.</summary>
+    CompressedSparse,
+    /// <summary>DeepSeek-V4 heavily compressed attention: a sliding window plus every compressed entry.</summary>
+    HeavilyCompressed,
+    /// <summary>No token mixer: a feed-forward-only block (Nemotron-H's MLP and MoE blocks).</summary>
+    None,
+}
 
 /// <summary>What kind of feed-forward a layer has.</summary>
-public enum FfnKind { Dense, Moe, DenseAndMoe }
+public enum FfnKind
+{
+    Dense, Moe, DenseAndMoe,
+    /// <summary>No feed-forward: a mixer-only block (Nemotron-H's Mamba2 and attention blocks).</summary>
+    None,
+}
 
 /// <summary>
 /// One layer as analysis sees it: enough to compute KV-cache bytes and attention FLOPs without a second copy of
@@ -30,6 +50,14 @@ public sealed record LayerInfo
     public long StateValues { get; init; }
     /// <summary>This layer reads another layer's KV cache and stores none (Gemma 3n KV sharing).</summary>
     public int? SharesKvOf { get; init; }
+    /// <summary>The layer also keeps one compressed entry per this many tokens (DeepSeek-V4 CSA/HCA); 0 = none.</summary>
+    public int CompressRate { get; init; }
+    /// <summary>Values cached per compressed entry (the entry, plus the indexer's key where there is one).</summary>
+    public long CompressedValuesPerEntry { get; init; }
+    /// <summary>Sparse attention: each query reads at most this many of the indexed keys (DSA, CSA); 0 = all.</summary>
+    public int SparseTopK { get; init; }
+    /// <summary>Multiply-adds the lightning indexer spends per scored key (index heads × index head dim); 0 = no indexer.</summary>
+    public long IndexerMacsPerKey { get; init; }
     public FfnKind Ffn { get; init; }
     public int Experts { get; init; }
     public int ActiveExperts { get; init; }
@@ -106,7 +134,7 @@ public abstract class CausalLM
             Backend.ResetScratch();
             Backend.Prepare(batch);
             // A backend with step graphs (CUDA) replays a recorded step of this shape instead of running the ops again.
-            var graphs = Backend as IStepGraphs;
+            var graphs = StepGraphsAllowed ? Backend as IStepGraphs : null;
             if (graphs is null || !graphs.TryReplay(batch, cache, lastOnly, out var logits, out hidden))
             {
                 graphs?.BeginStep(batch, cache, lastOnly);
@@ -123,6 +151,12 @@ public abstract class CausalLM
             return logits;
         }
     }
+
+    /// <summary>
+    /// False when the model's blocks make host-side decisions from token positions (not only from the step's shape and
+    /// slots), so a recorded step could not be replayed for a later position.
+    /// </summary>
+    protected virtual bool StepGraphsAllowed => true;
 
     private void Validate(StepBatch batch, ModelCache cache)
     {

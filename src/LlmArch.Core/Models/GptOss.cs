@@ -66,8 +66,8 @@ public sealed class GptOss : DecoderModel
         else
         {
             // Stored [E, in, out] (the reference multiplies x @ W): transposed once into [E, out, in].
-            gateUp = StackedWeightTransforms.TransposedView(Weights.Get($"{x}.gate_up_proj", [E, C, 2 * I], use));
-            down = StackedWeightTransforms.TransposedView(Weights.Get($"{x}.down_proj", [E, I, C], use));
+            gateUp = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{x}.gate_up_proj", [E, C, 2 * I], use)));
+            down = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{x}.down_proj", [E, I, C], use)));
         }
         var routed = ExpertSet.FromStacked(gateUp, Weights.GetF32($"{x}.gate_up_proj_bias", E, 2 * I),
             down, Weights.GetF32($"{x}.down_proj_bias", E, C), _act, interleaved: true);

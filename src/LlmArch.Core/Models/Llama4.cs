@@ -122,8 +122,8 @@ public sealed class Llama4 : DecoderModel
         int width = IntermediateFor(i);
         var use = WeightUse.Expert(spec.TopK, experts);
         // Stored [E, in, out] (the reference multiplies x @ W): transposed once into [E, out, in].
-        var gateUp = StackedWeightTransforms.TransposedView(Weights.Get($"{p}.experts.gate_up_proj", [experts, Hidden, 2 * width], use));
-        var down = StackedWeightTransforms.TransposedView(Weights.Get($"{p}.experts.down_proj", [experts, width, Hidden], use));
+        var gateUp = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{p}.experts.gate_up_proj", [experts, Hidden, 2 * width], use)));
+        var down = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{p}.experts.down_proj", [experts, width, Hidden], use)));
         var routed = ExpertSet.FromStacked(gateUp, null, down, null, ExpertAct(), interleaved: false);
         var shared = GatedMlp.Load(Weights, $"{p}.shared_expert", Hidden, width, act);
         return new Moe(spec, Linear.Load(Weights, $"{p}.router", Hidden, experts, false), null, routed, shared)

@@ -120,6 +120,7 @@ public sealed unsafe class ReferenceBackend : IBackend
             for (int s = 0; s < S; s++)
             {
                 int e = I(ids)[n * S + s];
+                if (e == -1) { new Span<float>(P(y) + ((long)n * S + s) * O, O).Clear(); continue; }
                 if ((uint)e >= (uint)w.Count) throw new ArgumentException($"expert id {e} outside {w.Count}");
                 float* xr = P(x) + ((long)n * x.Shape[1] + (x.Shape[1] == 1 ? 0 : s)) * K;
                 Cpu.MatMul.Reference(xr, 1, K, w.Experts[e], bias is null ? null : P(bias) + (long)e * O, P(y) + ((long)n * S + s) * O);
@@ -256,6 +257,7 @@ public sealed unsafe class ReferenceBackend : IBackend
         for (int i = 0; i < N; i++)
         {
             int id = I(ids)[i];
+            if (id == -1) { new Span<float>(P(y) + (long)i * C, C).Clear(); continue; }
             if ((uint)id >= (uint)V) throw new LlmArchInputException($"token id {id} is outside the vocabulary of {V} ({table.Name})");
             Cpu.Convert.ToF32(table, (long)id * C, new Span<float>(P(y) + (long)i * C, C));
         }

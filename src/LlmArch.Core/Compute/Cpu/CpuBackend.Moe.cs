@@ -21,15 +21,18 @@ public sealed unsafe partial class CpuBackend
         var count = _moeCount.AsSpan(0, E + 1);
         count.Clear();
         int* id = I(ids);
+        bool skipped = false;
         for (int i = 0; i < N * S; i++)
         {
+            if (id[i] == -1) { skipped = true; continue; } // owned by another device: a zero row
             if ((uint)id[i] >= (uint)E) throw new ArgumentException($"expert id {id[i]} outside {E}");
             count[id[i] + 1]++;
         }
+        if (skipped) new Span<float>(P(y), checked((int)y.Count)).Clear();
         for (int e = 0; e < E; e++) count[e + 1] += count[e];
         Span<int> fill = E <= 1024 ? stackalloc int[E] : new int[E];
         count[..E].CopyTo(fill);
-        for (int i = 0; i < N * S; i++) _moeRows[fill[id[i]]++] = i;
+        for (int i = 0; i < N * S; i++) if (id[i] >= 0) _moeRows[fill[id[i]]++] = i;
         int maxRows = 0;
         for (int e = 0; e < E; e++) maxRows = Math.Max(maxRows, count[e + 1] - count[e]);
         var xs = Empty(new Shape(maxRows, K));
@@ -62,6 +65,7 @@ public static unsafe class MoeKernels
             case GluKind.SwiGlu: return Elementwise.Apply(Activation.Silu, g) * u;
             case GluKind.GeGluTanh: return Elementwise.Apply(Activation.GeluTanh, g) * u;
             case GluKind.GeGlu: return Elementwise.Apply(Activation.Gelu, g) * u;
+            case GluKind.ReGlu: return MathF.Max(0f, g) * u;
             default:
                 g = MathF.Min(g, a.Limit);
                 u = Math.Clamp(u, -a.Limit, a.Limit);
@@ -82,7 +86,7 @@ public static unsafe class MoeKernels
     {
         if (gateStep == 1 && upStep == 1 && a.Kind != GluKind.ClampedSwiGlu)
         {
-            var act = a.Kind switch { GluKind.SwiGlu => Activation.Silu, GluKind.GeGluTanh => Activation.GeluTanh, _ => Activation.Gelu };
+            var act = a.Kind switch { GluKind.SwiGlu => Activation.Silu, GluKind.GeGluTanh => Activation.GeluTanh, GluKind.ReGlu => Activation.Relu, _ => Activation.Gelu };
             if (rowStride == I) { Elementwise.Gated(gate, up, y, rows * I, act); return; }
             for (long r = 0; r < rows; r++) Elementwise.Gated(gate + r * rowStride, up + r * rowStride, y + r * I, I, act);
             return;

@@ -258,6 +258,7 @@ public sealed unsafe partial class CpuBackend : IBackend
         int* id = I(ids);
         for (int i = 0; i < N; i++)
         {
+            if (id[i] == -1) { new Span<float>(P(y) + (long)i * C, C).Clear(); continue; }
             if ((uint)id[i] >= (uint)V) throw new LlmArchInputException($"token id {id[i]} is outside the vocabulary of {V} ({table.Name})");
             Convert.ToF32(table, (long)id[i] * C, new Span<float>(P(y) + (long)i * C, C));
         }

@@ -21,11 +21,16 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         public long Order;
     }
 
-    private readonly Dictionary<long, GraphEntry> _graphs = new();
-    private readonly HashSet<long> _seen = new(), _uncapturable = new();
+    /// <summary>A decode step's shape (sequences, lastOnly, context bucket, all-from-start) and its slot assignment
+    /// (compositions may view per-slot state by host slot).</summary>
+    private readonly record struct GraphKey(long Shape, ulong Slots);
+
+    private readonly Dictionary<GraphKey, GraphEntry> _graphs = new();
+    private readonly HashSet<GraphKey> _seen = new(), _uncapturable = new();
     private bool _capturing, _captureAborted;
     private string? _abortReason;
-    private long _captureKey = -1, _epoch, _order;
+    private GraphKey _captureKey;
+    private long _epoch, _order;
     private object? _captureCache;
     private const int MaxGraphs = 64;
 
@@ -33,18 +38,19 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
     public (long Replays, long Captures, long Uncapturable) GraphStats => (_replays, _captures, _uncapturable.Count);
     private long _replays, _captures;
 
-    private long StepKey(StepBatch batch, bool lastOnly)
+    private GraphKey? StepKey(StepBatch batch, bool lastOnly)
     {
-        if (!Options.Graphs || batch.MaxCount != 1 || batch.Sequences > 4096) return -1;
+        if (!Options.Graphs || batch.MaxCount != 1 || batch.Sequences > 4096) return null;
         int log2 = System.Numerics.BitOperations.Log2((uint)Bucket);
-        return (long)batch.Sequences | (lastOnly ? 1L << 13 : 0L) | ((long)log2 << 14) | (batch.AllFromStart ? 1L << 20 : 0L);
+        ulong h = 1469598103934665603UL;
+        foreach (int s in batch.Slot) h = (h ^ (uint)s) * 1099511628211UL;
+        return new GraphKey((long)batch.Sequences | (lastOnly ? 1L << 13 : 0L) | ((long)log2 << 14) | (batch.AllFromStart ? 1L << 20 : 0L), h);
     }
 
     public bool TryReplay(StepBatch batch, object cache, bool lastOnly, out Tensor logits, out Tensor hidden)
     {
         logits = hidden = null!;
-        long key = StepKey(batch, lastOnly);
-        if (key < 0 || !_graphs.TryGetValue(key, out var e)) return false;
+        if (StepKey(batch, lastOnly) is not GraphKey key || !_graphs.TryGetValue(key, out var e)) return false;
         if (e.Epoch != _epoch || !e.Cache.TryGetTarget(out var c) || !ReferenceEquals(c, cache))
         {
             Check(cuGraphExecDestroy(e.Exec), "cuGraphExecDestroy");
@@ -62,8 +68,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
 
     public void BeginStep(StepBatch batch, object cache, bool lastOnly)
     {
-        long key = StepKey(batch, lastOnly);
-        if (key < 0 || _uncapturable.Contains(key)) return;
+        if (StepKey(batch, lastOnly) is not GraphKey key || _uncapturable.Contains(key)) return;
         if (_seen.Add(key)) return; // first time: eager (sizes the arena, builds lazy tables)
         Bind();
         Flush();
@@ -86,7 +91,7 @@ public sealed unsafe partial class CudaBackend : IStepGraphs
         _capturing = false;
         nint graph;
         int r = cuStreamEndCapture(Stream, &graph);
-        long key = _captureKey;
+        var key = _captureKey;
         var cache = _captureCache!;
         _captureCache = null;
         if (r != 0)
