@@ -153,13 +153,14 @@ extern "C" __global__ void k_copy_nd(CopyArgs p) {
     }
 }
 
-// y[i, c] = table[ids[i], c] dequantized; an id outside [0, V) gives NaN rows (the host checks token ids first).
+// y[i, c] = table[ids[i], c] dequantized; -1 gives a zero row, another id outside [0, V) NaN (the host checks token ids first).
 extern "C" __global__ void k_gather(WeightDesc table, const int* ids, int N, int C, float* y) {
     long long n = (long long)N * C;
     GRID_LOOP(e, n) {
         int i = (int)(e / C), c = (int)(e % C);
         int id = ids[i];
-        y[e] = (unsigned)id < (unsigned)table.rows ? load_weight(table, 0, id, c) : __int_as_float(0x7fc00000);
+        // -1: a row another device holds (vocabulary parallelism) reads as zeros; other ids out of range as NaN.
+        y[e] = (unsigned)id < (unsigned)table.rows ? load_weight(table, 0, id, c) : id == -1 ? 0.f : __int_as_float(0x7fc00000);
     }
 }
 

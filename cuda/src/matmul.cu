@@ -175,10 +175,17 @@ __device__ __forceinline__ int seg_of(const GemvArgs& a, int gr, int* local) {
 
 // (segment, local row) of a grid row, without taking any address (keeps everything in registers).
 __device__ __forceinline__ int2 seg_map(const GemvArgs& a, int gr) {
-    int s = 0;
-#pragma unroll
-    for (int i = 0; i < 3; i++) if (s < a.nseg - 1 && gr >= a.seg[i].rows) { gr -= a.seg[i].rows; s++; }
-    return make_int2(s, gr);
+    // Walk the segments in order: a row past segment s's rows belongs to a later segment.
+    if (a.nseg > 1 && gr >= a.seg[0].rows) {
+        gr -= a.seg[0].rows;
+        if (a.nseg > 2 && gr >= a.seg[1].rows) {
+            gr -= a.seg[1].rows;
+            if (a.nseg > 3 && gr >= a.seg[2].rows) return make_int2(3, gr - a.seg[2].rows);
+            return make_int2(2, gr);
+        }
+        return make_int2(1, gr);
+    }
+    return make_int2(0, gr);
 }
 
 // Segment s's weight by value (a constant index per case keeps the kernel parameters out of local memory).
@@ -621,14 +628,89 @@ __device__ __forceinline__ float moe_dot_vec(const WeightDesc& w, long long row,
     return acc;
 }
 
-// One warp per (pair, output row); grid.y = pair. Expert id read from device memory (no host sync).
+// Decode-sized expert products, vectorized: each warp streams 4 rows of the pair's expert (U 16-byte chunks per row in
+// flight per lane), x read once per chunk; grid (ceil(O / 32), pairs). Expert id read from device memory (no host sync).
+template <int DT>
+__device__ __forceinline__ void moe_vec_impl(const MoeGemvArgs& a) {
+    using R = Raw<DT>;
+    constexpr int V = R::V;
+    constexpr int U = V <= 8 ? 4 : 2;
+    constexpr int NS = 4;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int pair = blockIdx.y;
+    int row0 = blockIdx.x * 32 + warp * NS;
+    if (row0 >= a.O || pair >= a.pairs) return;
+    int e = a.ids[pair];
+    if ((unsigned)e >= (unsigned)a.experts) {
+        // -1: the pair's expert lives on another device (expert parallelism): a zero row.
+        if (lane < NS && row0 + lane < a.O) a.y[(long long)pair * a.O + row0 + lane] = e == -1 ? 0.f : __int_as_float(0x7fc00000);
+        return;
+    }
+    WeightDesc w = a.w;
+    w.data = a.expData[e];
+    w.scales = a.expScales ? a.expScales[e] : nullptr;
+    RowStream st[NS];
+#pragma unroll
+    for (int s = 0; s < NS; s++) st[s] = row_stream(w, row0 + s, row0 + s < a.O);
+    const float* x = a.x + (long long)(a.xShared ? pair / a.slots : pair) * a.K;
+    float acc[NS];
+#pragma unroll
+    for (int s = 0; s < NS; s++) acc[s] = 0.f;
+    long long chunks = a.K / V;
+    for (long long c0 = lane; c0 < chunks; c0 += U * 32) {
+        uint4 raw[U][NS];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            long long c = c0 + u * 32;
+#pragma unroll
+            for (int s = 0; s < NS; s++) if (st[s].ok && c < chunks) raw[u][s] = __ldg(st[s].p + c);
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            long long c = c0 + u * 32;
+            if (c >= chunks) break;
+            const float4* xp = (const float4*)(x + c * V);
+            float xv[V];
+#pragma unroll
+            for (int i = 0; i < V / 4; i++) { float4 t = __ldg(xp + i); xv[4 * i] = t.x; xv[4 * i + 1] = t.y; xv[4 * i + 2] = t.z; xv[4 * i + 3] = t.w; }
+#pragma unroll
+            for (int s = 0; s < NS; s++) {
+                if (!st[s].ok) continue;
+                float wv[V];
+                R::decode(raw[u][s], st[s], c, wv);
+                float d = 0.f;
+#pragma unroll
+                for (int i = 0; i < V; i++) d = fmaf(wv[i], xv[i], d);
+                acc[s] += d;
+            }
+        }
+    }
+#pragma unroll
+    for (int s = 0; s < NS; s++) {
+        float v = warp_sum(acc[s]);
+        if (lane == 0 && st[s].ok) a.y[(long long)pair * a.O + row0 + s] = v + (a.bias ? a.bias[(long long)e * a.O + row0 + s] : 0.f);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(256) k_moe_gemv_vec(MoeGemvArgs a) {
+    switch (a.w.dtype) {
+    case DT_F32: moe_vec_impl<DT_F32>(a); break;
+    case DT_BF16: moe_vec_impl<DT_BF16>(a); break;
+    case DT_F16: moe_vec_impl<DT_F16>(a); break;
+    case DT_F8E4M3: moe_vec_impl<DT_F8E4M3>(a); break;
+    case DT_Q8_0: moe_vec_impl<DT_Q8_0>(a); break;
+    case DT_MXFP4: moe_vec_impl<DT_MXFP4>(a); break;
+    }
+}
+
+// One warp per (pair, output row), one scalar load per element (any size or layout); grid.y = pair.
 extern "C" __global__ void __launch_bounds__(256) k_moe_gemv(MoeGemvArgs a) {
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     int pair = blockIdx.y;
     int o = blockIdx.x * 8 + warp;
     if (o >= a.O || pair >= a.pairs) return;
     int e = a.ids[pair];
-    if ((unsigned)e >= (unsigned)a.experts) { if (lane == 0) a.y[(long long)pair * a.O + o] = __int_as_float(0x7fc00000); return; }
+    if ((unsigned)e >= (unsigned)a.experts) { if (lane == 0) a.y[(long long)pair * a.O + o] = e == -1 ? 0.f : __int_as_float(0x7fc00000); return; }
     WeightDesc w = a.w;
     w.data = a.expData[e];
     w.scales = a.expScales ? a.expScales[e] : nullptr;

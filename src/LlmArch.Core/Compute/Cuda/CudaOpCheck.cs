@@ -126,8 +126,8 @@ public static unsafe class CudaOpCheck
         return t;
     }
 
-    /// <summary>A weight [O, K] of the given stored dtype with random values (and block scales).</summary>
-    internal static Tensor Weight(DType dtype, int O, int K, Random r, int experts = 0)
+    /// <summary>A weight [O, K] (or [experts, O, K]) of the given stored dtype with random values (and block scales).</summary>
+    public static Tensor Weight(DType dtype, int O, int K, Random r, int experts = 0)
     {
         int rows = experts > 0 ? experts * O : O;
         var f = Rand(r, (long)rows * K, 0.5f);
@@ -289,7 +289,7 @@ public static unsafe class CudaOpCheck
         foreach (var dt in new[] { DType.F32, DType.BF16, DType.F16, DType.F8E4M3, DType.Q8_0, DType.MXFP4 })
         {
             var table = Weight(dt, 50, 64, r);
-            var ids = Ints([3, 0, 49, 7, 7, 12], new Shape(6));
+            var ids = Ints([3, 0, 49, 7, -1, 12], new Shape(6)); // -1: a row another device holds, zeros
             yield return C("gather", dt.ToString(), (b, put) => b.Gather(put(table), put(ids)), 1e-6, 1e-6);
         }
         {
@@ -357,7 +357,7 @@ public static unsafe class CudaOpCheck
                     int E = 6, S = 3, K = 64, O = 40;
                     var stack = Weight(dt, O, K, r, experts: E);
                     var list = Enumerable.Range(0, E).Select(_ => Weight(dt, O, K, r)).ToArray();
-                    var ids = Ints(Enumerable.Range(0, N * S).Select(i => (i * 7 + i / 3) % E).ToArray(), new Shape(N, S));
+                    var ids = Ints(Enumerable.Range(0, N * S).Select(i => i == 1 ? -1 : (i * 7 + i / 3) % E).ToArray(), new Shape(N, S)); // -1: zeros
                     var x = RandT(r, new Shape(N, sharedX ? 1 : S, K));
                     var bias = RandT(r, new Shape(E, O));
                     yield return C("matmul_by_id", $"{dt} {(stacked ? "stacked" : "list")} N={N} {(sharedX ? "shared x" : "per-slot x")}", (b, put) =>
