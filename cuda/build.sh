@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds cuda/llmarch.fatbin (SASS for sm_80/86/89/90 + PTX for compute_90, so newer GPUs JIT it) from cuda/src,
+# Builds cuda/llmarch.fatbin (SASS for sm_90 + PTX for compute_80, which the driver compiles once for any other GPU
+# from sm_80 on and caches; SASS for every architecture would not fit the repository size budget) from cuda/src,
 # and writes cuda/manifest.txt (the sha256 of every source file and of the fatbin) and cuda/layout.txt (sizes and field
 # offsets of the argument structs, as the host compiler lays them out). Runs with any nvcc >= 11.8, e.g. Debian's
 # nvidia-cuda-toolkit or the GPU machine's nvcc 13. The test CudaKernelManifestTests checks that the committed
@@ -13,8 +14,7 @@ CCBIN=()
 if ! "$NVCC" --version >/dev/null 2>&1; then echo "nvcc not found" >&2; exit 2; fi
 if [ -z "${NVCC_CCBIN:-}" ] && command -v clang-14 >/dev/null 2>&1 && "$NVCC" --version | grep -q "release 11"; then CCBIN=(-ccbin clang-14); fi
 if [ -n "${NVCC_CCBIN:-}" ]; then CCBIN=(-ccbin "$NVCC_CCBIN"); fi
-ARCHS=(-gencode arch=compute_80,code=sm_80 -gencode arch=compute_86,code=sm_86 -gencode arch=compute_89,code=sm_89
-       -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90)
+ARCHS=(-gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80)
 # -compress-all: the driver decompresses at load; the committed binary is about a fifth of the plain one.
 "$NVCC" "${CCBIN[@]}" -O3 -std=c++17 "${ARCHS[@]}" -Xfatbin -compress-all -fatbin -o llmarch.fatbin src/all.cu
 # Struct layouts as the compiler sees them (a host-only program; no GPU needed to run it).

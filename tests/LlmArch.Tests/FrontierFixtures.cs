@@ -9,7 +9,7 @@ namespace LlmArch.Tests;
 public static class FrontierFixtures
 {
     /// <summary>Fixtures copied byte-for-byte into tests/fixtures/frontier (the size budget allows only some).</summary>
-    public static readonly string[] InRepository = ["deepseek_v4", "kimi_linear", "minimax", "nemotron_h", "deepseek_v32"];
+    public static readonly string[] InRepository = ["deepseek_v4", "kimi_linear", "minimax"];
 
     public static string RepoDir(string name) => Path.Combine(TestPaths.Root, "tests", "fixtures", "frontier", name);
 

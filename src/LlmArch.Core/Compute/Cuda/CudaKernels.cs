@@ -7,7 +7,7 @@ namespace LlmArch.Compute.Cuda;
 /// <summary>
 /// The kernels of the embedded fatbin (cuda/llmarch.fatbin, built by cuda/build.sh from cuda/src): the module is
 /// loaded once per backend and every kernel resolved by its extern "C" name. The driver picks the SASS of this GPU
-/// (sm_80/86/89/90) or compiles the embedded compute_90 PTX for a newer one.
+/// (sm_90) or compiles the embedded compute_80 PTX once for any other GPU from sm_80 on (the driver caches the result).
 /// </summary>
 internal sealed unsafe class CudaKernels
 {
