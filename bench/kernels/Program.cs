@@ -92,19 +92,23 @@ foreach (var isa in isas)
         var p = new AttentionParams { Scale = 1f / MathF.Sqrt(D) };
         foreach (int ctx in new[] { 512, 4096 })
         {
-            var cache = new KvBuffer(1, ctx + 1, Hkv, D, D, ring: false);
+            var be = new CpuBackend(pool);
+            var cache = new KvCache(be, 1, ctx + 1, Hkv, D, D);
             Fill(cache.K); Fill(cache.V!);
-            var q = Rand(new Shape(1, 1, Hq, D)); var kk = Rand(new Shape(1, 1, Hkv, D)); var v = Rand(new Shape(1, 1, Hkv, D));
-            var o = Tensor.Zeros(DType.F32, new Shape(1, 1, Hq, D));
-            double best = Time(() => AttentionKernel.Run(pool, q, kk, v, o, cache, ctx, p, isa), 10);
+            var batch = new StepBatch(); batch.Add(0, ctx, [0]); be.Prepare(batch);
+            var q = Rand(new Shape(1, Hq, D)); var kk = Rand(new Shape(1, Hkv, D)); var v = Rand(new Shape(1, Hkv, D));
+            var o = Tensor.Zeros(DType.F32, new Shape(1, Hq, D));
+            double best = Time(() => AttentionKernel.Run(pool, q, kk, v, o, cache, batch, p, isa), 10);
             Console.WriteLine($"attention decode at {ctx}: {2.0 * ctx * Hkv * D * 4 / best / 1e9,6:F1} GB/s of KV");
         }
         {
             int T = 512;
-            var cache = new KvBuffer(1, T, Hkv, D, D, ring: false);
-            var q = Rand(new Shape(1, T, Hq, D)); var kk = Rand(new Shape(1, T, Hkv, D)); var v = Rand(new Shape(1, T, Hkv, D));
-            var o = Tensor.Zeros(DType.F32, new Shape(1, T, Hq, D));
-            double best = Time(() => AttentionKernel.Run(pool, q, kk, v, o, cache, 0, p, isa), 3);
+            var be = new CpuBackend(pool);
+            var cache = new KvCache(be, 1, T, Hkv, D, D);
+            var batch = new StepBatch(); batch.Add(0, 0, new int[T]); be.Prepare(batch);
+            var q = Rand(new Shape(T, Hq, D)); var kk = Rand(new Shape(T, Hkv, D)); var v = Rand(new Shape(T, Hkv, D));
+            var o = Tensor.Zeros(DType.F32, new Shape(T, Hq, D));
+            double best = Time(() => AttentionKernel.Run(pool, q, kk, v, o, cache, batch, p, isa), 3);
             Console.WriteLine($"attention prefill {T}: {2.0 * Hq * 2 * D * (T * (T + 1) / 2.0) / best / 1e9,6:F1} GFLOP/s");
         }
     }

@@ -19,6 +19,7 @@ public class AnalysisRulesTests
         public override ArchitectureInfo Info { get; }
         public override int VocabSize => 100;
         public override int MaxPositions => 1000;
+        public override int HiddenSize => 8;
 
         public ToyModel(WeightSource w) : base(ModelConfig.Parse("""{"model_type": "toy"}"""), w, new CpuBackend())
         {
@@ -35,12 +36,12 @@ public class AnalysisRulesTests
                     foreach (var (n, o) in new[] { ("q_proj", 8), ("k_proj", 4), ("v_proj", 4), ("o_proj", 8) })
                         w.Get($"{p}.self_attn.{n}.weight", n == "o_proj" ? [8, 8] : [o, 8]);
                 if (i % 2 == 0)
-                    GatedMlp.Load(w, $"{p}.mlp", 8, 16, Activation.Silu);
+                    GatedMlp.Load(w, $"{p}.mlp", 8, 16, UnaryOp.Silu);
                 else
                 {
                     w.Get($"{p}.mlp.gate.weight", 4, 8);
-                    for (int e = 0; e < 4; e++) GatedMlp.Load(w, $"{p}.mlp.experts.{e}", 8, 4, Activation.Silu, use: WeightUse.Expert(2, 4));
-                    GatedMlp.Load(w, $"{p}.mlp.shared_experts", 8, 4, Activation.Silu);
+                    for (int e = 0; e < 4; e++) GatedMlp.Load(w, $"{p}.mlp.experts.{e}", 8, 4, UnaryOp.Silu, use: WeightUse.Expert(2, 4));
+                    GatedMlp.Load(w, $"{p}.mlp.shared_experts", 8, 4, UnaryOp.Silu);
                 }
             }
             w.GetF32("model.norm.weight", 8);
@@ -58,8 +59,9 @@ public class AnalysisRulesTests
             };
         }
 
-        public override ModelCache CreateCache(int batch, int maxTokens) => throw new NotSupportedException();
-        protected override Tensor ForwardCore(ReadOnlySpan<int> ids, int batch, int seqLen, ModelCache cache, bool lastOnly) => throw new NotSupportedException();
+        public override ModelCache CreateCache(int slots, int maxTokens) => throw new NotSupportedException();
+        protected override Tensor HiddenStates(StepBatch batch, ModelCache cache) => throw new NotSupportedException();
+        protected override Tensor Head(Tensor hidden) => throw new NotSupportedException();
     }
 
     private static ModelAnalysis Toy() => ModelAnalysis.Of(new ToyModel(new ShapeOnlyWeights("toy")), "toy");

@@ -255,7 +255,7 @@ public class AnalysisTests(ITestOutputHelper output)
     public void PresetsLoadAndUnknownNameListsThem()
     {
         Assert.Contains("deepseek-v3", Presets.Names);
-        Assert.Equal(32, Presets.Names.Count);
+        Assert.Equal(48, Presets.Names.Count);
         foreach (var n in Presets.Names)
         {
             var cfg = Presets.Load(n);

@@ -31,7 +31,7 @@ public class AttentionFamilyCacheTests
     {
         var t = m.Forward(ids, batch, cache, lastOnly);
         var a = new float[t.Count];
-        m.Backend.ToHost(t, a);
+        m.Backend.Download(t, a);
         return a;
     }
 

@@ -63,10 +63,10 @@ public class DenseFixtureTests
         for (int t = 8; t < seq.Length; t++)
         {
             var l = model.Forward(seq.AsSpan(t, 1), 1, cache);
-            model.Backend.ToHost(l, step);
+            model.Backend.Download(l, step);
             var fresh = model.CreateCache(1, t + 1);
             var lf = model.Forward(seq.AsSpan(0, t + 1), 1, fresh, lastOnly: true);
-            model.Backend.ToHost(lf, full);
+            model.Backend.Download(lf, full);
             for (int i = 0; i < V; i++) Assert.True(Math.Abs(step[i] - full[i]) < 1e-4, $"{fixture} pos {t} logit {i}: {step[i]} vs {full[i]}");
         }
     }

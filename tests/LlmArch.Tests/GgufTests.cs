@@ -109,7 +109,7 @@ public class GgufTests
         var cache = m.CreateCache(1, ids.Length);
         var logits = m.Forward(ids, 1, cache);
         var r = new float[logits.Count];
-        m.Backend.ToHost(logits, r);
+        m.Backend.Download<float>(logits, r);
         return r;
     }
 

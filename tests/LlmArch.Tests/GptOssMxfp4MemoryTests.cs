@@ -24,8 +24,7 @@ public class GptOssMxfp4MemoryTests
         foreach (var layer in StackOf(m))
         {
             var moe = Assert.IsType<Moe>(layer.FeedForward);
-            foreach (var e in moe.Experts.Cast<ExpertMlp>())
-                foreach (var w in new[] { e.GateUp!.Weight, e.Down.Weight })
+            foreach (var w in new[] { moe.Experts.GateUp!.Stacked!, moe.Experts.Down.Stacked! })
                 {
                     Assert.Equal(DType.MXFP4, w.DType);
                     Assert.Equal((1, 32), w.ScaleBlock);

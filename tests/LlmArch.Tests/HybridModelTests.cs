@@ -14,7 +14,7 @@ public class Qwen3NextTests
     {
         var l = m.Forward(ids, 1, cache);
         var r = new float[ids.Length * m.VocabSize];
-        m.Backend.ToHost(l, r);
+        m.Backend.Download(l, r);
         return r;
     }
 
@@ -71,10 +71,10 @@ public class Qwen3NextTests
         Assert.Equal(2L * 2 * 16, layers[3].KvValuesPerToken);
         Assert.All(layers, l => { Assert.Equal(FfnKind.Moe, l.Ffn); Assert.Equal(8, l.Experts); Assert.Equal(2, l.ActiveExperts); Assert.Equal(1, l.SharedExperts); Assert.Equal(32, l.FfnWidth); });
         var cache = m.CreateCache(1, 16);
-        Assert.All(Enumerable.Range(0, 3), i => { Assert.Null(cache.Kv[i]); Assert.IsType<DeltaNetState>(cache.State[i]); });
+        Assert.All(Enumerable.Range(0, 3), i => { Assert.Null(cache.Kv[i]); Assert.IsType<RecurrentState>(cache.State[i]); });
         Assert.NotNull(cache.Kv[3]);
         // The linear state is constant in sequence length.
-        long small = m.CreateCache(1, 16).State.OfType<ICacheState>().Sum(s => s.Bytes), big = m.CreateCache(1, 256).State.OfType<ICacheState>().Sum(s => s.Bytes);
+        long small = m.CreateCache(1, 16).State.Sum(s => s?.Bytes ?? 0), big = m.CreateCache(1, 256).State.Sum(s => s?.Bytes ?? 0);
         Assert.Equal(small, big);
     }
 
@@ -117,14 +117,14 @@ public class Gemma3nTests(ITestOutputHelper output)
         var ids = Enumerable.Range(0, 40).Select(_ => r.Next(m.VocabSize)).ToArray();
         int V = m.VocabSize;
         var full = new float[ids.Length * V];
-        m.Backend.ToHost(m.Forward(ids, 1, m.CreateCache(1, ids.Length)), full);
+        m.Backend.Download(m.Forward(ids, 1, m.CreateCache(1, ids.Length)), full);
         var cache = m.CreateCache(1, ids.Length);
         var chunk = new float[16 * V];
         double max = 0;
         int t0 = 0;
         foreach (int n in new[] { 7, 1, 1, 16, 1, 14 }) // mixed prefill chunks and single steps
         {
-            m.Backend.ToHost(m.Forward(ids.AsSpan(t0, n), 1, cache), chunk.AsSpan(0, n * V));
+            m.Backend.Download(m.Forward(ids.AsSpan(t0, n), 1, cache), chunk.AsSpan(0, n * V));
             for (int i = 0; i < n * V; i++) max = Math.Max(max, Math.Abs(chunk[i] - full[t0 * V + i]));
             t0 += n;
         }

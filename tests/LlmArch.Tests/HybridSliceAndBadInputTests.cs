@@ -11,7 +11,7 @@ public class MatFormerSliceTests
     private static float[] Logits(CausalLM m, int[] ids)
     {
         var r = new float[ids.Length * m.VocabSize];
-        m.Backend.ToHost(m.Forward(ids, 1, m.CreateCache(1, ids.Length)), r);
+        m.Backend.Download(m.Forward(ids, 1, m.CreateCache(1, ids.Length)), r);
         return r;
     }
 

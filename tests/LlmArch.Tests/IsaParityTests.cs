@@ -11,6 +11,7 @@ namespace LlmArch.Tests;
 public unsafe class IsaParityTests
 {
     private static readonly CpuThreadPool Pool2 = new(2);
+    private static readonly CpuBackend Cpu = new(Pool2);
 
     private static float[] Rand(Random r, long n, float scale = 1f)
     {
@@ -113,13 +114,16 @@ public unsafe class IsaParityTests
         foreach (var (D, rot, inter) in new[] { (64, 64, false), (128, 64, false), (80, 80, false), (64, 64, true), (10, 10, false) })
         {
             var table = new RopeTable(Enumerable.Range(0, rot / 2).Select(i => (float)Math.Pow(10000, -2.0 * i / rot)).ToArray(), 1f);
-            table.EnsurePositions(40);
+            table.Ensure(Cpu, 40);
             var x = Rand(r, 2 * 5 * 3 * D);
             var a = (float[])x.Clone(); var b = (float[])x.Clone();
-            fixed (float* ap = a, bp = b, c = table.Cos, s = table.Sin)
+            var pos = Enumerable.Range(0, 10).Select(n => n < 5 ? 7 + n : 30 + n).ToArray(); // two ragged sequences
+            fixed (float* ap = a, bp = b)
+            fixed (int* pp = pos)
             {
-                RopeKernel.Apply(ap, 2, 5, 3, D, 7, c, s, rot, inter, Isa.Scalar);
-                RopeKernel.Apply(bp, 2, 5, 3, D, 7, c, s, rot, inter, isa);
+                float* c = (float*)table.Cos!.Ptr, s = (float*)table.Sin!.Ptr;
+                RopeKernel.Apply(ap, 10, 3, D, pp, c, s, rot, inter, Isa.Scalar);
+                RopeKernel.Apply(bp, 10, 3, D, pp, c, s, rot, inter, isa);
             }
             for (int i = 0; i < a.Length; i++) Close(a[i], b[i], 1e-6, $"rope D={D} rot={rot} [{i}]");
         }
@@ -155,33 +159,44 @@ public unsafe class IsaParityTests
         float softcap, bool sinks, int tempLen, bool ring, bool vFromK)
     {
         var r = new Random(Hq + Dk + T * 7 + start);
-        int B = 2;
+        // Two sequences in one ragged step: the second one token shorter and one position earlier (so a step can mix
+        // the decode and prefill paths), in cache slots 1 and 0.
+        int T2 = Math.Max(1, T - 1), start2 = Math.Max(0, start - 1);
         int cap = ring ? Math.Max(window - 1, chunk) + 3 : start + T;
-        int valueDim = vFromK ? Dv : Dv;
-        KvBuffer MakeCache()
+        var batch = new StepBatch();
+        batch.Add(1, start, new int[T]);
+        batch.Add(0, start2, new int[T2]);
+        Cpu.Prepare(batch);
+        int N = T + T2;
+        // (a zero key dim has no cache: both sequences start at 0)
+        var c = Dk == 0 ? null : new KvCache(Cpu, 2, cap, Hkv, Dk, Dv, ring, bound: ring ? Math.Max(window - 1, chunk) : 0, valuesInKeys: vFromK);
+        if (c is not null)
         {
-            var c = new KvBuffer(B, cap, Hkv, Dk, valueDim, ring, valuesInKeys: vFromK);
             var rr = new Random(77);
             var k = c.K.AsFloats(); for (int i = 0; i < k.Length; i++) k[i] = (float)rr.NextDouble() - 0.5f;
             if (c.V is not null) { var v = c.V.AsFloats(); for (int i = 0; i < v.Length; i++) v[i] = (float)rr.NextDouble() - 0.5f; }
-            return c;
         }
-        var q = Tensor.FromFloats(Rand(r, B * T * Hq * Dk), new Shape(B, T, Hq, Dk));
-        var kNew = Tensor.FromFloats(Rand(r, B * T * Hkv * Dk), new Shape(B, T, Hkv, Dk));
-        var vNew = vFromK ? null : Tensor.FromFloats(Rand(r, B * T * Hkv * Dv), new Shape(B, T, Hkv, Dv));
+        var q = Tensor.FromFloats(Rand(r, N * Hq * Dk), new Shape(N, Hq, Dk));
+        var kNew = Tensor.FromFloats(Rand(r, N * Hkv * Dk), new Shape(N, Hkv, Dk));
+        var vNew = vFromK ? null : Tensor.FromFloats(Rand(r, N * Hkv * Dv), new Shape(N, Hkv, Dv));
         var p = new AttentionParams
         {
             Scale = 1f / MathF.Sqrt(Math.Max(Dk, 1)), Window = window, Chunk = chunk, Softcap = softcap,
             Sinks = sinks ? Tensor.FromFloats(Rand(r, Hq), new Shape(Hq)) : null, TemperatureLength = tempLen, ValueIsKeyPrefix = vFromK,
+            ValueDim = vFromK ? Dv : 0,
         };
-        var want = Tensor.Zeros(DType.F32, new Shape(B, T, Hq, Dv));
-        var got = Tensor.Zeros(DType.F32, new Shape(B, T, Hq, Dv));
-        var c1 = MakeCache(); var c2 = MakeCache();
-        AttentionKernel.Run(Pool2, q, kNew, vNew, want, c1, start, p, Isa.Scalar);
-        AttentionKernel.Run(Pool2, q, kNew, vNew, got, c2, start, p, isa);
-        var w = want.AsFloats(); var g = got.AsFloats();
-        for (int i = 0; i < w.Length; i++) Close(w[i], g[i], 2e-5, $"attention [{i}]");
-        Assert.Equal(c1.K.AsFloats().ToArray(), c2.K.AsFloats().ToArray()); // the same cache afterwards
+        var want = Tensor.Zeros(DType.F32, new Shape(N, Hq, Dv));
+        var got = Tensor.Zeros(DType.F32, new Shape(N, Hq, Dv));
+        var exact = Tensor.Zeros(DType.F32, new Shape(N, Hq, Dv));
+        AttentionKernel.Run(Pool2, q, kNew, vNew, want, c, batch, p, Isa.Scalar);
+        AttentionKernel.Run(Pool2, q, kNew, vNew, got, c, batch, p, isa);
+        AttentionKernel.Reference(q, kNew, vNew, exact, c, batch, p);
+        var w = want.AsFloats(); var g = got.AsFloats(); var e = exact.AsFloats();
+        for (int i = 0; i < w.Length; i++)
+        {
+            Close(e[i], w[i], 2e-5, $"attention scalar path [{i}]");
+            Close(e[i], g[i], 2e-5, $"attention {isa} [{i}]");
+        }
     }
 
     // ---------------- llama.cpp block formats ----------------

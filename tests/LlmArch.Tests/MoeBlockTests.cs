@@ -136,11 +136,11 @@ public unsafe class MoeBlockTests
         bool fused = glu == GluKind.ClampedSwiGlu;
         var router = new Linear(Rand(r, E, C), fused ? Rand(r, E) : null);
         var cb = grouped ? Rand(r, E) : null;
-        IModule[] experts;
         Tensor gu = Rand(r, E, 2 * I, C), gub = Rand(r, E, 2 * I), dn = Rand(r, E, C, I), dnb = Rand(r, E, C);
         Tensor g = Rand(r, E, I, C), u = Rand(r, E, I, C);
-        experts = fused ? ExpertMlp.FromStacked(gu, gub, dn, dnb, act, interleaved: true) : ExpertMlp.FromStacked(g, u, dn, act);
-        ExpertMlp? sh = shared ? new ExpertMlp(new Linear(Rand(r, I, C), null), new Linear(Rand(r, I, C), null), new Linear(Rand(r, C, I), null), act) : null;
+        var experts = fused ? ExpertSet.FromStacked(gu, gub, dn, dnb, act, interleaved: true) : ExpertSet.FromStacked(g, u, dn, act);
+        var sh = shared ? new GatedMlp(new Linear(Rand(r, I, C), null), new Linear(Rand(r, I, C), null), new Linear(Rand(r, C, I), null), UnaryOp.Silu) : null;
+        var shAct = ExpertActivation.SwiGlu;
         Linear? shGate = scaleInput ? new Linear(Rand(r, 1, C), null) : null;
         var moe = new Moe(spec, router, cb, experts, sh, shGate);
 
@@ -148,7 +148,8 @@ public unsafe class MoeBlockTests
         var x = Rand(r, 1, N, C);
         var xs = x.ToFloatArray();
         var got = new float[N * C];
-        b.ToHost(moe.Forward(b, b.View(x, new Shape(1, N, C))), got);
+        b.ResetScratch();
+        b.Download(moe.Forward(b, b.View(x, new Shape(N, C))), got);
 
         float[] Expert(int e, float[] v)
         {
@@ -178,9 +179,9 @@ public unsafe class MoeBlockTests
             }
             if (sh is not null)
             {
-                var ga = MatVec(sh.Gate!.Weight, null, v); var ua = MatVec(sh.Up!.Weight, null, v);
+                var ga = MatVec(sh.Gate.Weight, null, v); var ua = MatVec(sh.Up.Weight, null, v);
                 var h = new float[I];
-                for (int i = 0; i < I; i++) h[i] = MoeKernels.GluOne(ga[i], ua[i], act);
+                for (int i = 0; i < I; i++) h[i] = MoeKernels.GluOne(ga[i], ua[i], shAct);
                 var so = MatVec(sh.Down.Weight, null, h);
                 float gate = shGate is null ? 1f : 1f / (1f + MathF.Exp(-MatVec(shGate.Weight, null, v)[0]));
                 for (int c = 0; c < C; c++) want[c] += gate * so[c];
@@ -207,7 +208,8 @@ public unsafe class MoeBlockTests
             var gu = Tensor.FromFloats(v, new Shape(rows, 2 * I));
             var act = new ExpertActivation(kind);
             var y = new float[rows * I];
-            b.ToHost(b.GluFused(gu, act, interleaved), y);
+            b.ResetScratch();
+            b.Download(b.Glu(gu, null, act, interleaved), y);
             var want = new float[rows * I];
             fixed (float* p = v, w = want)
                 MoeKernels.GluReference(p, interleaved ? 2 : 1, interleaved ? p + 1 : p + I, interleaved ? 2 : 1, w, rows, I, 2 * I, act);
@@ -232,20 +234,32 @@ public unsafe class MoeBlockTests
         Assert.All(t.Index0(0).ToFloatArray(), v => Assert.Equal(2f, v));
     }
 
+    /// <summary>The routing computed by ops on the device equals the host reference decision, for every router kind.</summary>
     [Theory]
-    [InlineData(1, 3, 5, 16)]
-    [InlineData(4, 2, 33, 7)]
-    [InlineData(0, 2, 8, 8)]
-    public void HeadLinearMatchesReference(int N, int H, int K, int O)
+    [MemberData(nameof(Variants))]
+    public void DeviceRoutingMatchesHostReference(string name, RouterScoring scoring, bool norm, bool grouped, bool shared, bool scaleInput, GluKind glu)
     {
-        var r = new Random(11);
-        var b = new CpuBackend();
-        var x = Tensor.FromFloats(Enumerable.Range(0, N * H * K).Select(_ => (float)r.NextDouble() - 0.5f).ToArray(), new Shape(Math.Max(N, 0), H, K));
-        var w = Tensor.FromFloats(Enumerable.Range(0, H * O * K).Select(_ => (float)r.NextDouble() - 0.5f).ToArray(), new Shape(H, O, K));
-        var got = new float[N * H * O];
-        b.ToHost(b.HeadLinear(x, w), got);
-        var want = new float[Math.Max(1, N * H * O)];
-        fixed (float* px = x.AsFloats(), pw = want) CpuBackend.HeadLinearReference(px, N, H, K, w, pw);
-        for (int i = 0; i < got.Length; i++) Assert.True(MathF.Abs(got[i] - want[i]) < 1e-5f, $"{i}: {got[i]} vs {want[i]}");
+        _ = name; _ = shared; _ = glu;
+        var r = new Random(name.Length * 7919 + (int)scoring);
+        int E = 16, K = scaleInput ? 1 : 4, N = 37;
+        var spec = new RouterSpec
+        {
+            Experts = E, TopK = K, Scoring = scoring, NormalizeTopK = norm, Groups = grouped ? 4 : 1, TopKGroups = 2,
+            CorrectionBias = grouped, RoutedScaling = grouped ? 2.5f : 1f, ScaleInput = scaleInput,
+            LogitSoftcap = scoring == RouterScoring.Softmax ? 3f : 0f,
+        };
+        var logits = Enumerable.Range(0, N * E).Select(_ => (float)(r.NextDouble() * 8 - 4)).ToArray();
+        var bias = Enumerable.Range(0, E).Select(_ => (float)(r.NextDouble() - 0.5)).ToArray();
+        var wantIdx = new int[N * K]; var wantW = new float[N * K];
+        MoeRouting.Route(spec, logits, grouped ? bias : default, wantIdx, wantW);
+        foreach (var b in new IBackend[] { new CpuBackend(), new Compute.Conformance.ReferenceBackend() })
+        {
+            b.ResetScratch();
+            var (ids, w) = Moe.Route(b, spec, b.View(Tensor.FromFloats(logits, new Shape(N, E)), new Shape(N, E)), grouped ? Tensor.FromFloats(bias, new Shape(E)) : null);
+            var gotIdx = new int[N * K]; var gotW = new float[N * K];
+            b.Download(ids, gotIdx); b.Download(w, gotW);
+            Assert.Equal(wantIdx, gotIdx);
+            for (int i = 0; i < gotW.Length; i++) Assert.True(MathF.Abs(gotW[i] - wantW[i]) < 1e-6f, $"{b.Name} weight {i}: {gotW[i]} vs {wantW[i]}");
+        }
     }
 }

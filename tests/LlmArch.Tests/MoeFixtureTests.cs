@@ -73,23 +73,23 @@ public class MoeFixtureTests
         int[] ids = [5, 17, 99, 3, 250, 42, 7, 300, 11, 64, 128, 9];
         int T = ids.Length, V = model.VocabSize;
         var full = new float[T * V];
-        model.Backend.ToHost(model.Forward(ids, 1, model.CreateCache(1, T)), full);
+        model.Backend.Download(model.Forward(ids, 1, model.CreateCache(1, T)), full);
 
         var cache = model.CreateCache(1, T);
         var step = new float[4 * V];
-        model.Backend.ToHost(model.Forward(ids.AsSpan(0, 4), 1, cache), step);   // expanded prefill
+        model.Backend.Download(model.Forward(ids.AsSpan(0, 4), 1, cache), step);   // expanded prefill
         AssertClose(full.AsSpan(0, 4 * V), step, 1e-4f);
         for (int t = 4; t < T; t++)                                               // absorbed decode
         {
             var one = new float[V];
-            model.Backend.ToHost(model.Forward(ids.AsSpan(t, 1), 1, cache), one);
+            model.Backend.Download(model.Forward(ids.AsSpan(t, 1), 1, cache), one);
             AssertClose(full.AsSpan(t * V, V), one, 1e-4f);
         }
 
         // The absorbed form used for the prefill too gives the same logits.
         ((DeepseekV3)model).AlwaysAbsorbed = true;
         var abs = new float[T * V];
-        model.Backend.ToHost(model.Forward(ids, 1, model.CreateCache(1, T)), abs);
+        model.Backend.Download(model.Forward(ids, 1, model.CreateCache(1, T)), abs);
         AssertClose(full, abs, 1e-4f);
     }
 

@@ -14,7 +14,7 @@ internal sealed class OracleDraft(CausalLM model, int[] truth, Func<int, bool> w
     private readonly IMtpDraft _base = (IMtpDraft)model;
     public bool HasDraftHead => true;
     public int HiddenSize => _base.HiddenSize;
-    public ModelCache CreateDraftCache(int maxTokens) => new(1, 1, maxTokens);
+    public ModelCache CreateDraftCache(int maxTokens) => new(model.Backend, 1, 1, maxTokens);
     public void ForwardBase(ReadOnlySpan<int> ids, ModelCache cache, Span<float> logits, Span<float> hidden) => _base.ForwardBase(ids, cache, logits, hidden);
 
     public void ForwardDraft(ReadOnlySpan<float> hidden, ReadOnlySpan<int> nextTokens, ModelCache draftCache, Span<float> logits, Span<float> outHidden)
@@ -23,12 +23,12 @@ internal sealed class OracleDraft(CausalLM model, int[] truth, Func<int, bool> w
         logits[..(nextTokens.Length * V)].Clear();
         for (int i = 0; i < nextTokens.Length; i++)
         {
-            int target = draftCache.Position + i + 2; // entry t predicts token t + 2
+            int target = draftCache.Length(0) + i + 2; // entry t predicts token t + 2
             int tok = target < truth.Length ? truth[target] : 0;
             if (wrongAt(target)) tok = (tok + 1) % V;
             logits[i * V + tok] = 1f;
         }
-        draftCache.Position += nextTokens.Length;
+        draftCache.Advance(0, nextTokens.Length);
     }
 
     /// <summary>Plain greedy decoding, the reference speculative decoding must reproduce.</summary>

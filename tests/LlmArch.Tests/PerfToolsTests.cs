@@ -119,7 +119,7 @@ public class PerfToolsTests
         {
             var m = ModelLoader.Load(d, null, o);
             var l = m.Forward(ids, 1, m.CreateCache(1, 8));
-            var r = new float[l.Count]; m.Backend.ToHost(l, r);
+            var r = new float[l.Count]; m.Backend.Download(l, r);
             return r;
         }
         var f = Logits(null);

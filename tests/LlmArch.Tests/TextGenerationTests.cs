@@ -1,6 +1,5 @@
 using LlmArch.Checkpoints;
 using LlmArch.Cli;
-using LlmArch.Cli.Commands;
 using LlmArch.Compute;
 
 namespace LlmArch.Tests;
@@ -54,16 +53,16 @@ public class TextGenerationTests
     [Fact]
     public void ChatIsMultiTurn()
     {
-        var cmd = new ChatCommand();
-        var args = new CliArgs(["--model", ModelDir.Value, "--max-new-tokens", "3", "--system", "Be terse."], cmd.BooleanFlags);
         var o = new StringWriter(); var e = new StringWriter();
-        int code = cmd.Run(args, new StringReader("Hi there\nAnd again\n\n"), o, e);
-        Assert.Equal(0, code);
-        Assert.Equal(4, o.ToString().Split("> ").Length); // three prompts: two turns answered, then the one that read the empty line
+        int code = Program.Run(["chat", "--model", ModelDir.Value, "--max-new-tokens", "3", "--system", "Be terse."], new StringReader("Hi there\nAnd again\n\n"), o, e);
+        Assert.True(code == 0, e.ToString());
+        // the "> " prompts go to stderr (stdout holds only the replies): three prompts, two turns answered, then the one that read the empty line
+        Assert.Equal(4, e.ToString().Split("> ").Length);
+        Assert.DoesNotContain("> ", o.ToString());
         var stats = e.ToString().Split('\n').Where(l => l.Contains("prompt tokens")).ToList();
         Assert.Equal(2, stats.Count);
         // the second turn's prompt holds the first exchange, so it is longer
-        int First(string l) => int.Parse(l.TrimStart('[').Split(' ')[0]);
+        int First(string l) => int.Parse(l[(l.IndexOf('[') + 1)..].Split(' ')[0]);
         Assert.True(First(stats[1]) > First(stats[0]));
     }
 

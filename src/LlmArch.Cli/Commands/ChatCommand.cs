@@ -1,53 +1,54 @@
+using System.CommandLine;
 using System.Globalization;
 using LlmArch.Checkpoints;
 using LlmArch.Generation;
-using LlmArch.Models;
 using LlmArch.Tokenization;
 
 namespace LlmArch.Cli.Commands;
 
 /// <summary>
 /// <c>llmarch chat --model &lt;dir&gt;</c>: interactive multi-turn chat. Each line on stdin is a user turn; the
-/// conversation is rendered with the model's chat template and the reply streams as it is generated.
-/// An empty line or end of input ends the chat; <c>/reset</c> starts over.
+/// conversation is rendered with the model's chat template and the reply streams to stdout as it is generated; the
+/// "> " prompt, notices and timing go to stderr, so stdout holds only the replies. An empty line or end of input ends
+/// the chat; <c>/reset</c> starts over.
 /// </summary>
-public sealed class ChatCommand : ICommand
+public sealed class ChatCommand : Verb
 {
-    public string Name => "chat";
-    public string Summary => "interactive chat: chat --model <dir> [--system \"...\"] [--max-new-tokens N] [sampling flags] [--enable-thinking true|false]";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "greedy" };
+    public override string Name => "chat";
+    public override string Description => "Chat with a model: each line on stdin is a user turn, replies stream to stdout (empty line to quit, /reset to start over).";
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr) => Run(args, Console.In, stdout, stderr);
+    private readonly Option<string> _model = Opt.Model();
+    private readonly Option<string?> _tokenizer = Opt.Tokenizer("tokenizer directory when it is not the model's");
+    private readonly Option<string?> _system = Opt.Text("--system", "system prompt", "text");
+    private readonly Option<int> _maxNew = Opt.Int("--max-new-tokens", "tokens per reply at most", 256, min: 1, max: 1 << 24);
+    private readonly SamplingGroup _sampling = new();
+    private readonly Option<Toggle?> _thinking = Opt.Switch("--enable-thinking", "the template's enable_thinking switch (Qwen3 and others)",
+        t => $"--enable-thinking must be true or false (got '{t}')");
+    private readonly DeviceGroup _device = new();
 
-    public int Run(CliArgs args, TextReader stdin, TextWriter stdout, TextWriter stderr)
+    public override int Execute(Invocation inv)
     {
-        string dir = args.Require("model");
-        string tokDir = args.Get("tokenizer") ?? dir;
-        string? system = args.Get("system");
-        int maxNew = args.GetInt("max-new-tokens", 256);
-        string? thinking = args.Get("enable-thinking");
+        string dir = inv.Get(_model);
+        string tokDir = inv.Get(_tokenizer) ?? dir;
+        string? system = inv.Get(_system);
+        int maxNew = inv.Get(_maxNew);
         var gen = GenerationConfig.TryLoad(dir);
-        var sampling = RunCommand.ParseSampling(args, gen, args.Has("greedy"));
-        args.RejectUnknown();
+        var sampling = _sampling.Resolve(inv, gen);
         var extra = new Dictionary<string, object?>();
-        if (thinking is not null)
-            extra["enable_thinking"] = thinking switch
-            {
-                "true" => true, "false" => false,
-                _ => throw new LlmArchInputException($"--enable-thinking must be true or false (got '{thinking}')"),
-            };
+        if (inv.Get(_thinking) is { } thinking) extra["enable_thinking"] = thinking.On;
 
         var tok = Tokenizer.Load(tokDir);
         var template = ChatTemplate.Load(tokDir);
-        var model = ModelLoader.Load(dir);
-        var eos = RunCommand.StopIds(model, gen, tok);
+        using var loaded = Loading.Load(inv, dir, _device);
+        var model = loaded.Model;
+        var eos = Loading.StopIds(model, gen, tok);
         var messages = new List<object?>();
         if (system is not null) messages.Add(ChatTemplate.Message("system", system));
-        stderr.WriteLine($"chat with {Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)))} (empty line to quit, /reset to start over)");
+        inv.Err.WriteLine($"chat with {Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)))} (empty line to quit, /reset to start over)");
         while (true)
         {
-            stdout.Write("> "); stdout.Flush();
-            string? line = stdin.ReadLine();
+            inv.Err.Write("> "); inv.Err.Flush();
+            string? line = inv.In.ReadLine();
             if (string.IsNullOrWhiteSpace(line)) break;
             if (line.Trim() == "/reset")
             {
@@ -58,21 +59,25 @@ public sealed class ChatCommand : ICommand
             var prompt = tok.Encode(template.Render(messages, addGenerationPrompt: true, extra), addSpecialTokens: false);
             if (prompt.Length >= model.MaxPositions)
             {
-                stderr.WriteLine($"llmarch chat: the conversation ({prompt.Length} tokens) no longer fits max_position_embeddings {model.MaxPositions}; /reset to start over");
+                inv.Note($"the conversation ({prompt.Length} tokens) no longer fits max_position_embeddings {model.MaxPositions}; /reset to start over");
                 messages.RemoveAt(messages.Count - 1);
                 continue;
             }
+            int budget = Loading.FitToContext(inv, model, prompt.Length, maxNew);
             var detok = tok.CreateStreamingDetokenizer(skipSpecialTokens: true);
-            var (outs, stats) = Generator.Generate(model, [prompt], maxNew, sampling, eos, (_, t) =>
+            var (outs, stats) = Generator.Generate(model, [prompt], budget, sampling, eos, (_, t) =>
             {
-                stdout.Write(detok.Push(t));
-                stdout.Flush();
+                inv.Out.Write(detok.Push(t));
+                inv.Out.Flush();
             });
-            stdout.WriteLine(detok.Flush());
+            inv.Out.WriteLine(detok.Flush());
             var reply = outs[0].Skip(prompt.Length).Where(t => !eos.Contains(t)).ToArray();
             messages.Add(ChatTemplate.Message("assistant", tok.Decode(reply, skipSpecialTokens: true)));
-            stderr.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"[{stats.PromptTokens} prompt tokens, {stats.PrefillTokensPerSecond:F0} tok/s prefill; {stats.GeneratedTokens} tokens, {stats.DecodeTokensPerSecond:F1} tok/s decode]"));
+            string decode = stats.GeneratedTokens > 1 && stats.DecodeSeconds > 0
+                ? string.Create(CultureInfo.InvariantCulture, $"{stats.GeneratedTokens} tokens, {stats.DecodeTokensPerSecond:F1} tok/s decode")
+                : $"{stats.GeneratedTokens} tokens";
+            inv.Err.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"[{stats.PromptTokens} prompt tokens, {stats.PrefillTokensPerSecond:F0} tok/s prefill; {decode}]"));
         }
         return 0;
     }

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -13,29 +14,44 @@ namespace LlmArch.Cli.Commands;
 /// shapes only (no weights) and analysed by <see cref="ModelAnalysis"/>; no arguments = every preset whose
 /// model_type this build implements.
 /// </summary>
-public sealed class CompareCommand : ICommand
+public sealed class CompareCommand : Verb
 {
-    public string Name => "compare";
-    public string Summary => "compare architectures: compare [preset|model-dir]... [--format table|markdown|json|csv] [--context N] [--kv-dtype bf16|fp8|f32] [--html file] [--list]";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "list" };
+    public override string Name => "compare";
+    public override string Description => "Compare architectures side by side: parameters, attention and FFN layout, KV cache and FLOPs (no arguments: every implemented preset).";
+
+    /// <summary>Largest --context: beyond it KV-cache byte counts of the largest presets would overflow 64 bits.</summary>
+    public const long MaxContext = 1L << 32;
+
+    private readonly Argument<string[]> _models = new("models")
+    {
+        Description = "presets (compare --list), model directories or config.json files; none = every implemented preset",
+        Arity = ArgumentArity.ZeroOrMore,
+    };
+    private readonly Option<string> _format = Opt.Choice("--format", "output format", "table", "table", "markdown", "json", "csv");
+    private readonly Option<long> _context = Opt.Long("--context", "context length the KV cache and FLOPs are computed at", 32768, min: 1, max: MaxContext);
+    private readonly Option<KvCacheDType> _kvDtype = Opt.KvDtype();
+    private readonly Option<string?> _html = Opt.Text("--html", "also write a self-contained HTML report with charts to this file", "file");
+    private readonly Option<bool> _list = Opt.Flag("--list", "list the presets and exit");
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    public override int Execute(Invocation inv)
     {
-        bool list = args.Has("list");
-        string format = args.Get("format") ?? "table";
-        long context = args.GetLong("context", 32768);
-        var dtype = KvCacheDTypes.Parse(args.Get("kv-dtype") ?? "bf16");
-        string? html = args.Get("html");
-        args.RejectUnknown();
-        if (format is not ("table" or "markdown" or "json" or "csv"))
-            throw new LlmArchInputException($"--format: '{format}' is not one of table, markdown, json, csv");
-        if (context <= 0) throw new LlmArchInputException($"--context: must be positive (got {context})");
-        if (list) { WriteList(stdout, format); return 0; }
+        string format = inv.Get(_format);
+        long context = inv.Get(_context);
+        var dtype = inv.Get(_kvDtype);
+        string? html = inv.Get(_html);
+        var positionals = inv.Get(_models) ?? [];
+        if (inv.Get(_list))
+        {
+            if (positionals.Length > 0) throw new LlmArchInputException($"--list takes no models (got '{positionals[0]}')");
+            WriteList(inv.Out, format);
+            return 0;
+        }
+        if (html is not null) CliFiles.CheckOutputFile(html, "--html");
 
         var models = new List<ModelAnalysis>();
-        if (args.Positionals.Count == 0)
+        if (positionals.Length == 0)
         {
             var skipped = new List<string>();
             foreach (var name in Presets.Names)
@@ -44,10 +60,10 @@ public sealed class CompareCommand : ICommand
                 models.Add(ModelAnalysis.ForPreset(name));
             }
             if (skipped.Count > 0)
-                stderr.WriteLine($"llmarch compare: note: {skipped.Count} presets skipped (model_type not implemented in this build): {string.Join(", ", skipped)}");
+                inv.Note($"note: {skipped.Count} presets skipped (model_type not implemented in this build): {string.Join(", ", skipped)}");
         }
         else
-            foreach (var arg in args.Positionals) models.Add(Resolve(arg));
+            foreach (var arg in positionals) models.Add(Resolve(arg));
 
         string text = format switch
         {
@@ -56,13 +72,13 @@ public sealed class CompareCommand : ICommand
             "markdown" => DisplayTable(models, context, dtype).RenderMarkdown() + "\n" + Legend(context, dtype) + "\n",
             _ => DisplayTable(models, context, dtype).RenderText() + Legend(context, dtype) + "\n",
         };
-        stdout.Write(text);
+        inv.Out.Write(text);
         if (html is not null)
         {
             try { File.WriteAllText(html, HtmlReport.Render(models, DisplayTable(models, context, dtype), Legend(context, dtype), dtype)); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
             { throw new LlmArchInputException($"--html {html}: cannot write ({e.Message})"); }
-            stderr.WriteLine($"llmarch compare: wrote {html}");
+            inv.Note($"wrote {html}");
         }
         return 0;
     }
@@ -70,7 +86,12 @@ public sealed class CompareCommand : ICommand
     /// <summary>A model directory, a config.json file, or a preset name.</summary>
     public static ModelAnalysis Resolve(string arg)
     {
-        if (Directory.Exists(arg)) return ModelAnalysis.ForDirectory(arg);
+        if (Directory.Exists(arg))
+        {
+            arg = ModelLocator.Resolve(arg);
+            CliFiles.CheckReadableDirectory(arg, "model");
+            return ModelAnalysis.ForDirectory(arg);
+        }
         if (File.Exists(arg))
         {
             if (!arg.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
@@ -80,6 +101,7 @@ public sealed class CompareCommand : ICommand
             return ModelAnalysis.FromConfig(cfg, name);
         }
         if (Presets.Exists(arg)) return ModelAnalysis.ForPreset(arg);
+        if (ModelLocator.LooksLikeRepoId(arg) && !File.Exists(arg)) return ModelAnalysis.ForDirectory(ModelLocator.Resolve(arg));
         if (arg.Contains('/') || arg.Contains('\\'))
             throw new LlmArchInputException($"{arg}: no such directory or file (and not a preset; presets: {string.Join(", ", Presets.Names)})");
         throw Presets.Unknown(arg);
@@ -130,8 +152,8 @@ public sealed class CompareCommand : ICommand
     }
 
     public static string Legend(long context, KvCacheDType dtype) =>
-        $"attention layers: G full, S sliding window, C chunked, M MLA, L linear attention, lowercase = NoPE; " +
-        $"FFN layers: D dense, E mixture of experts, P both; nX = n repeats. heads: query/KV x head dim. " +
+        $"attention layers: G full, S sliding window, C chunked, M MLA, X MLA + DSA sparse, A compressed sparse (CSA), H heavily compressed (HCA), L linear attention, R Mamba2, V short conv, - none, lowercase = NoPE; " +
+        $"FFN layers: D dense, E mixture of experts, P both, - none; nX = n repeats. heads: query/KV x head dim. " +
         $"experts: routed/active+shared. active counts embeddings and LM head. " +
         $"KV cache: {KvCacheDTypes.Name(dtype)}, one sequence of {context} tokens (windows bounded); GFLOP: forward, token at position {context}; * = beyond the model's max_position_embeddings.";
 

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Nodes;
@@ -12,25 +13,27 @@ namespace LlmArch.Cli.Commands;
 /// shapes are the checkpoint's) or <c>info --preset &lt;name&gt;</c> (shapes only): architecture, parameters by
 /// group, dtypes, KV cache and FLOPs.
 /// </summary>
-public sealed class InfoCommand : ICommand
+public sealed class InfoCommand : Verb
 {
-    public string Name => "info";
-    public string Summary => "describe one model: info --model <dir> | --preset <name> [--json] [--context N] [--kv-dtype bf16|fp8|f32]";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "json" };
+    public override string Name => "info";
+    public override string Description => "Describe one model: architecture, parameters by group, stored dtypes, KV cache and FLOPs. --model loads the checkpoint (memory-mapped); --preset uses shapes only.";
+
+    private readonly Option<string> _model = Opt.Model(required: false);
+    private readonly Option<string?> _preset = Opt.Text("--preset", "a preset instead of a checkpoint (llmarch compare --list)", "name");
+    private readonly Option<bool> _json = Opt.Flag("--json", "print one JSON object");
+    private readonly Option<long> _context = Opt.Long("--context", "context length the KV cache and FLOPs are computed at", 32768, min: 1, max: CompareCommand.MaxContext);
+    private readonly Option<KvCacheDType> _kvDtype = Opt.KvDtype();
+    private readonly Option<string?> _device = Opt.Text("--device", "also load the model there and report its GPU memory (weights, KV cache at --context, workspace): cuda or cuda:N", "DEVICE");
 
     private static readonly CultureInfo Inv = CultureInfo.InvariantCulture;
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    public override int Execute(Invocation inv)
     {
-        string? dir = args.Get("model");
-        string? preset = args.Get("preset");
-        bool json = args.Has("json");
-        long context = args.GetLong("context", 32768);
-        var dtype = KvCacheDTypes.Parse(args.Get("kv-dtype") ?? "bf16");
-        args.RejectUnknown();
-        if (args.Positionals.Count > 0) throw new LlmArchInputException($"unexpected argument '{args.Positionals[0]}' (use --model <dir> or --preset <name>)");
+        string? dir = inv.Get(_model), preset = inv.Get(_preset);
+        bool json = inv.Get(_json);
+        long context = inv.Get(_context);
+        var dtype = inv.Get(_kvDtype);
         if ((dir is null) == (preset is null)) throw new LlmArchInputException("info needs exactly one of --model <dir> or --preset <name>");
-        if (context <= 0) throw new LlmArchInputException($"--context: must be positive (got {context})");
 
         ModelAnalysis a;
         if (preset is not null)
@@ -38,7 +41,10 @@ public sealed class InfoCommand : ICommand
             if (!Presets.Exists(preset)) throw Presets.Unknown(preset);
             a = ModelAnalysis.ForPreset(preset);
         }
-        else a = LoadDirectory(dir!);
+        else
+        {
+            using (Output.Progress.Start(inv, $"loading {Path.GetFileName(Path.TrimEndingDirectorySeparator(dir!))}")) a = LoadDirectory(dir!);
+        }
 
         if (json)
         {
@@ -46,17 +52,41 @@ public sealed class InfoCommand : ICommand
             o["param_groups"] = new JsonObject(a.Groups.Select(g => KeyValuePair.Create(g.Name, (JsonNode?)new JsonObject { ["params"] = g.Params, ["active_params"] = g.ActiveParams })));
             o["params_by_dtype"] = new JsonObject(a.ParamsByDType.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)JsonValue.Create(kv.Value))));
             o["file_bytes"] = a.FileBytes;
-            stdout.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            o["layer_kinds"] = new JsonArray(a.LayerKinds().Select(k => (JsonNode)new JsonObject { ["letter"] = k.Letter.ToString(), ["layers"] = k.Count, ["description"] = k.Description }).ToArray());
+            inv.Out.WriteLine(o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
             return 0;
         }
-        Write(stdout, a, context, dtype);
+        Write(inv.Out, a, context, dtype);
+        if (inv.Get(_device) is string device && DeviceOption.Create(device, null) is Compute.Cuda.CudaBackend gpu)
+        {
+            if (dir is null) throw new LlmArchInputException("--device reports the GPU memory of a loaded model: use --model <dir>");
+            WriteGpuMemory(inv.Out, gpu, dir, a, context);
+        }
         return 0;
+    }
+
+    /// <summary>Loads the model on the GPU with a one-sequence cache of the context and runs one step: what it takes there.</summary>
+    private static void WriteGpuMemory(TextWriter w, Compute.Cuda.CudaBackend gpu, string dir, ModelAnalysis a, long context)
+    {
+        var model = ModelLoader.Load(dir, gpu);
+        int tokens = (int)Math.Min(context, model.MaxPositions);
+        var before = gpu.MemoryUse();
+        var cache = model.CreateCache(1, tokens);
+        long kv = gpu.MemoryUse().Persistent - before.Persistent;
+        model.Forward(new int[Math.Min(8, tokens)], 1, cache, lastOnly: true);
+        var m = gpu.MemoryUse();
+        w.WriteLine($"GPU memory ({gpu.Name})");
+        w.WriteLine($"  {"weights",-18} {AnalysisFormat.Bytes(m.Weights)}" + (a.FileBytes > 0 ? $" (checkpoint files {AnalysisFormat.Bytes(a.FileBytes)})" : ""));
+        w.WriteLine($"  {"KV cache + state",-18} {AnalysisFormat.Bytes(kv)} for one sequence of {tokens} tokens (fp32)");
+        w.WriteLine($"  {"workspace",-18} {AnalysisFormat.Bytes(m.Scratch)} (scratch of an 8-token step)");
+        w.WriteLine($"  {"device",-18} {AnalysisFormat.Bytes(m.Free)} free of {AnalysisFormat.Bytes(m.Total)}");
     }
 
     /// <summary>Loads the checkpoint (memory-mapped) and analyses the loaded model's weight records.</summary>
     public static ModelAnalysis LoadDirectory(string dir)
     {
-        if (!Directory.Exists(dir)) throw new LlmArchInputException($"{dir}: model directory not found");
+        dir = Checkpoints.ModelLocator.Resolve(dir);
+        CliFiles.CheckReadableDirectory(dir, "model");
         if (!File.Exists(Path.Combine(dir, "config.json"))) throw new ConfigException($"{dir}: no config.json in this directory");
         var model = ModelLoader.Load(dir);
         try
@@ -79,6 +109,7 @@ public sealed class InfoCommand : ICommand
         w.WriteLine("architecture");
         Row("model_type", a.ModelType + (a.OuterModelType is { } o ? $" (text stack of {o}; other towers not counted)" : ""));
         Row("layers", $"{a.NumLayers}: attention {a.AttentionPattern}, FFN {a.FfnPattern}");
+        foreach (var (letter, count, description) in a.LayerKinds()) Row($"  {letter} x{count}", description);
         string heads = $"{a.Heads} query / {a.KvHeads} KV heads, head dim {a.HeadDim}" + (a.ValueDim != a.HeadDim ? $", value dim {a.ValueDim}" : "");
         Row("attention", $"{a.AttentionKind}; {heads}" + (a.KvSharedLayers > 0 ? $"; {a.KvSharedLayers} layers reuse another layer's KV" : ""));
         Row("norms", $"{a.Norm}; QK-norm: {a.QkNorm}");

@@ -1,4 +1,6 @@
+using System.CommandLine;
 using System.Globalization;
+using LlmArch.Checkpoints;
 using LlmArch.Models;
 
 namespace LlmArch.Cli.Commands;
@@ -7,26 +9,22 @@ namespace LlmArch.Cli.Commands;
 /// <c>llmarch slice --model &lt;gemma3n-dir&gt; --ffn-widths &lt;list|preset&gt; [--skip-layers &lt;list&gt;] --out &lt;dir&gt;</c>:
 /// cuts a smaller runnable MatFormer checkpoint out of a Gemma 3n model.
 /// </summary>
-public sealed class SliceCommand : ICommand
+public sealed class SliceCommand : Verb
 {
-    public string Name => "slice";
-    public string Summary => "MatFormer-slice a Gemma 3n model: slice --model <dir> --ffn-widths <list|full|half|quarter|e2b> [--skip-layers <list>] --out <dir>";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string>();
+    public override string Name => "slice";
+    public override string Description => "Cut a smaller runnable MatFormer model out of a Gemma 3n checkpoint.";
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    private readonly Option<string> _model = Opt.Model();
+    private readonly Option<string?> _widths = Opt.Text("--ffn-widths", "per-layer FFN widths (comma list) or full, half, quarter, e2b", "list", required: true);
+    private readonly Option<IdList?> _skip = Opt.IdList("--skip-layers", "layer indices to drop, 1,2,3", "a layer index");
+    private readonly Option<string?> _out = Opt.Text("--out", "output directory (created)", "dir", required: true);
+
+    public override int Execute(Invocation inv)
     {
-        string model = args.Require("model"), widths = args.Require("ffn-widths"), outDir = args.Require("out");
-        string? skipArg = args.Get("skip-layers");
-        args.RejectUnknown();
-        var skip = new List<int>();
-        foreach (var part in (skipArg ?? "").Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-        {
-            if (!int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out int i))
-                throw new LlmArchInputException($"--skip-layers: '{part}' is not a layer index");
-            skip.Add(i);
-        }
-        var r = MatFormer.Slice(model, widths, skip, outDir);
-        stdout.WriteLine(string.Create(CultureInfo.InvariantCulture,
+        string model = inv.Get(_model), widths = inv.Get(_widths)!, outDir = inv.Get(_out)!;
+        CliFiles.CheckOutputDirectory(outDir, "--out");
+        var r = MatFormer.Slice(model, widths, inv.Get(_skip)?.Ids ?? [], outDir);
+        inv.Out.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"wrote {r.OutDir}: {r.Layers} layers, ffn widths [{string.Join(",", r.Widths)}], kv-shared layers {r.KvSharedLayers}, {r.Parameters:N0} parameters (from {r.SourceParameters:N0})"));
         return 0;
     }

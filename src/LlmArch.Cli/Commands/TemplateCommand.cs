@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Text.Json;
 using LlmArch.Tokenization;
 
@@ -7,35 +8,28 @@ namespace LlmArch.Cli.Commands;
 /// <c>llmarch template</c>: renders a model's chat template for a conversation, as transformers'
 /// <c>apply_chat_template(..., tokenize=False)</c> does, and prints the prompt (or its ids with --ids).
 /// </summary>
-public sealed class TemplateCommand : ICommand
+public sealed class TemplateCommand : Verb
 {
-    public string Name => "template";
-    public string Summary => "render the chat template (--tokenizer DIR --messages FILE.json [--add-generation-prompt] [--enable-thinking true|false])";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "add-generation-prompt", "ids" };
+    public override string Name => "template";
+    public override string Description => "Render a model's chat template for a conversation, as transformers' apply_chat_template(tokenize=False) does.";
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    private readonly Option<string?> _tokenizer = Opt.Tokenizer("directory with tokenizer_config.json / chat_template.jinja", required: true);
+    private readonly Option<string?> _messages = Opt.Text("--messages", "JSON file: an array of messages, or {\"messages\": [...], other template variables}", "file", required: true);
+    private readonly Option<bool> _addGenerationPrompt = Opt.Flag("--add-generation-prompt", "end with the assistant turn's opening");
+    private readonly Option<Toggle?> _thinking = Opt.Switch("--enable-thinking", "the template's enable_thinking switch");
+    private readonly Option<string?> _tools = Opt.Text("--tools", "JSON file with an array of tool schemas", "file");
+    private readonly Option<string?> _templateName = Opt.Text("--template-name", "which of several named templates (default: default)", "name");
+    private readonly Option<bool> _ids = Opt.Flag("--ids", "print the token ids of the rendered prompt instead of the text");
+
+    public override int Execute(Invocation inv)
     {
-        string dir = args.Require("tokenizer");
-        string messagesPath = args.Require("messages");
-        bool addGenerationPrompt = args.Has("add-generation-prompt");
-        string? thinking = args.Get("enable-thinking");
-        string? toolsPath = args.Get("tools");
-        string? name = args.Get("template-name");
-        bool printIds = args.Has("ids");
-        args.RejectUnknown();
-
+        string dir = inv.Get(_tokenizer)!, messagesPath = inv.Get(_messages)!;
+        bool addGenerationPrompt = inv.Get(_addGenerationPrompt), printIds = inv.Get(_ids);
+        string? toolsPath = inv.Get(_tools), name = inv.Get(_templateName);
         var extra = new Dictionary<string, object?>(StringComparer.Ordinal);
-        if (thinking is not null)
-        {
-            extra["enable_thinking"] = thinking switch
-            {
-                "true" or "True" or "1" => true,
-                "false" or "False" or "0" => false,
-                _ => throw new LlmArchInputException($"option --enable-thinking: '{thinking}' is not true or false"),
-            };
-        }
+        if (inv.Get(_thinking) is { } thinking) extra["enable_thinking"] = thinking.On;
 
-        using var doc = ReadJson(messagesPath);
+        using var doc = ReadJson(messagesPath, "--messages");
         JsonElement messages = doc.RootElement;
         if (messages.ValueKind == JsonValueKind.Object)
         {
@@ -56,7 +50,7 @@ public sealed class TemplateCommand : ICommand
         }
         if (toolsPath is not null)
         {
-            using var tools = ReadJson(toolsPath);
+            using var tools = ReadJson(toolsPath, "--tools");
             if (tools.RootElement.ValueKind != JsonValueKind.Array)
                 throw new LlmArchInputException($"{toolsPath}: tools must be a JSON array");
             extra["tools"] = tools.RootElement.Clone();
@@ -67,16 +61,16 @@ public sealed class TemplateCommand : ICommand
         if (printIds)
         {
             var tok = Tokenizer.Load(dir);
-            stdout.WriteLine("[" + string.Join(",", tok.Encode(rendered, addSpecialTokens: false)) + "]");
+            inv.Out.WriteLine("[" + string.Join(",", tok.Encode(rendered, addSpecialTokens: false)) + "]");
         }
-        else stdout.Write(rendered);
+        else inv.Out.Write(rendered);
         return 0;
     }
 
-    private static JsonDocument ReadJson(string path)
+    private static JsonDocument ReadJson(string path, string option)
     {
-        if (!File.Exists(path)) throw new LlmArchInputException($"{path}: no such file");
-        try { return JsonDocument.Parse(File.ReadAllBytes(path)); }
+        var bytes = CliFiles.ReadInput(path, option);
+        try { return JsonDocument.Parse(bytes, new JsonDocumentOptions { MaxDepth = 128 }); }
         catch (JsonException e) { throw new LlmArchInputException($"{path}: not valid JSON ({e.Message})"); }
     }
 }

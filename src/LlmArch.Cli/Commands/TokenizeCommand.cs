@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
 using System.Text;
@@ -11,25 +12,29 @@ namespace LlmArch.Cli.Commands;
 /// <c>llmarch tokenize</c>: encodes JSON strings to id arrays (or, with --decode, id arrays to JSON strings), one per
 /// line, with a model's tokenizer.json. <c>--bench MB</c> measures encoding throughput on generated mixed text.
 /// </summary>
-public sealed class TokenizeCommand : ICommand
+public sealed class TokenizeCommand : Verb
 {
-    public string Name => "tokenize";
-    public string Summary => "encode/decode text with tokenizer.json (--tokenizer DIR --jsonl FILE | --text S | --ids 1,2 --decode)";
-    public IReadOnlySet<string> BooleanFlags { get; } = new HashSet<string> { "add-special", "decode", "skip-special" };
+    public override string Name => "tokenize";
+    public override string Description => "Encode text to token ids, or decode ids to text, with a model's tokenizer.json (one JSON value per line with --jsonl); --bench measures encoding speed.";
+
+    private readonly Option<string?> _tokenizer = Opt.Tokenizer("tokenizer directory, tokenizer.json file, cache folder or repo id", required: true);
+    private readonly Option<string?> _jsonl = Opt.Text("--jsonl", "file with one JSON string (or, with --decode, one id array) per line", "file");
+    private readonly Option<string?> _text = Opt.Text("--text", "text to encode", "text");
+    private readonly Option<IdList?> _ids = Opt.IdList("--ids", "ids to decode (with --decode)", "an integer id");
+    private readonly Option<string?> _bench = Opt.Text("--bench", "encode this many MB of generated mixed text and report the speed", "MB");
+    private readonly Option<bool> _addSpecial = Opt.Flag("--add-special", "apply the post-processor (BOS/EOS) when encoding");
+    private readonly Option<bool> _decode = Opt.Flag("--decode", "decode ids to text");
+    private readonly Option<bool> _skipSpecial = Opt.Flag("--skip-special", "leave special tokens out when decoding");
 
     private static readonly JsonSerializerOptions JsonOut = new() { Encoder = JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
 
-    public int Run(CliArgs args, TextWriter stdout, TextWriter stderr)
+    public override int Execute(Invocation inv)
     {
-        string dir = args.Require("tokenizer");
-        string? jsonl = args.Get("jsonl");
-        string? text = args.Get("text");
-        string? ids = args.Get("ids");
-        string? bench = args.Get("bench");
-        bool addSpecial = args.Has("add-special");
-        bool decode = args.Has("decode");
-        bool skipSpecial = args.Has("skip-special");
-        args.RejectUnknown();
+        string dir = inv.Get(_tokenizer)!;
+        string? jsonl = inv.Get(_jsonl), text = inv.Get(_text), bench = inv.Get(_bench);
+        int[]? ids = inv.Get(_ids)?.Ids;
+        bool addSpecial = inv.Get(_addSpecial), decode = inv.Get(_decode), skipSpecial = inv.Get(_skipSpecial);
+        var stdout = inv.Out;
 
         int inputs = (jsonl is null ? 0 : 1) + (text is null ? 0 : 1) + (ids is null ? 0 : 1) + (bench is null ? 0 : 1);
         if (inputs != 1) throw new LlmArchInputException("give exactly one of --jsonl FILE, --text STRING, --ids 1,2,3 or --bench MB");
@@ -45,7 +50,7 @@ public sealed class TokenizeCommand : ICommand
         }
         if (ids is not null)
         {
-            stdout.WriteLine(JsonSerializer.Serialize(tok.Decode(ParseIdList(ids), skipSpecial), JsonOut));
+            stdout.WriteLine(JsonSerializer.Serialize(tok.Decode(ids, skipSpecial), JsonOut));
             return 0;
         }
 
@@ -82,21 +87,10 @@ public sealed class TokenizeCommand : ICommand
 
     private static string IdsJson(int[] ids) => "[" + string.Join(",", ids) + "]";
 
-    private static int[] ParseIdList(string s)
-    {
-        var parts = s.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-        var r = new int[parts.Length];
-        for (int i = 0; i < parts.Length; i++)
-            if (!int.TryParse(parts[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out r[i]))
-                throw new LlmArchInputException($"option --ids: '{parts[i]}' is not an integer id");
-        return r;
-    }
-
     /// <summary>Reads a file as strict UTF-8: invalid bytes are an input error naming the line.</summary>
     private static IEnumerable<string> ReadUtf8Lines(string path)
     {
-        if (!File.Exists(path)) throw new LlmArchInputException($"{path}: no such file");
-        byte[] bytes = File.ReadAllBytes(path);
+        byte[] bytes = CliFiles.ReadInput(path, "--jsonl", CliFiles.MaxJsonlBytes);
         var strict = new UTF8Encoding(false, throwOnInvalidBytes: true);
         int start = bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF ? 3 : 0;
         int lineNo = 1;

@@ -35,8 +35,8 @@ public sealed record CheckpointSummary(int Files, long Bytes, IReadOnlyDictionar
         var counts = new Dictionary<string, long>();
         foreach (var f in files)
         {
-            bytes += new FileInfo(f).Length;
             using var st = new SafeTensorsFile(f);
+            bytes += st.FileBytes; // of the symlink's target in the hub cache
             foreach (var t in st.Tensors.Values)
             {
                 string k = DTypes.SafetensorsName(t.DType);

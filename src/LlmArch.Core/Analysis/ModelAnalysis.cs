@@ -49,15 +49,20 @@ public sealed record ParamGroup(string Name, long Params, long ActiveParams);
 /// <item><b>KV cache</b> for one sequence of <c>ctx</c> tokens = Σ over layers that own a cache of
 /// <c>KvValuesPerToken × visible + StateValues</c>, times the cache dtype's bytes, where visible = min(ctx, window)
 /// for sliding-window layers, min(ctx, chunk) for chunked layers and ctx otherwise; MLA layers cache their latent
-/// plus the shared rope key (e.g. DeepSeek-V3: 512 + 64 per layer); linear-attention layers hold a constant
-/// state (counted in the same dtype); layers that reuse another layer's KV (<see cref="LayerInfo.SharesKvOf"/>)
-/// store nothing. "Per token" at ctx is that total divided by ctx; "without windows" treats every bound as ctx.</item>
+/// plus the shared rope key (e.g. DeepSeek-V3: 512 + 64 per layer; DSA layers also their indexer key); linear-attention,
+/// state-space and short-convolution layers hold a constant state (counted in the same dtype); compressed layers
+/// (DeepSeek-V4 CSA/HCA) add <c>CompressedValuesPerEntry × floor(ctx / rate)</c> for their compressed entries (plus their
+/// compressors' constant partial-window state) to the sliding window; layers that reuse another layer's KV
+/// (<see cref="LayerInfo.SharesKvOf"/>) store nothing. "Per token" at ctx is that total divided by ctx; "without
+/// windows" treats every bound as ctx.</item>
 /// <item><b>FLOPs per token</b> for the token decoded at position ctx (forward only) = 2 × active matmul
 /// parameters (every active tensor of rank ≥ 2 that is not an embedding lookup, plus the LM head even when tied)
-/// + per attention layer 2 × heads × (head_dim + value_dim) × visible (scores and weighted values over the same
-/// visible span as the cache; chunked layers use the chunk as an upper bound) + per linear-attention layer
-/// 6 × StateValues (an estimate: read, update and output of the recurrent state). Norms, activations, softmax,
-/// RoPE and routing top-k are not counted.</item>
+/// + per attention layer 2 × heads × (head_dim + value_dim) × attended keys (the visible span of the cache; chunked
+/// layers use the chunk as an upper bound; sparse layers at most top-k: DSA min(ctx, top-k), CSA the window plus
+/// min(ctx / rate, top-k) entries, HCA the window plus ctx / rate entries) + per lightning indexer 2 × heads × dim per
+/// scored key (every cached token for DSA, every entry for CSA) + per linear-attention, state-space or short-conv
+/// layer 6 × StateValues (an estimate: read, update and output of the recurrent state). Norms, activations,
+/// softmax, RoPE and routing top-k are not counted.</item>
 /// </list>
 /// </summary>
 public sealed record ModelAnalysis
@@ -92,8 +97,10 @@ public sealed record ModelAnalysis
     public IReadOnlyList<LayerInfo> Layers { get; init; } = [];
     public int NumLayers => Layers.Count;
 
-    /// <summary>One letter per layer: G full (global) attention, S sliding window, C chunked, M MLA, L linear
-    /// attention; lowercase = a layer without RoPE in a model whose other layers use it (NoPE).</summary>
+    /// <summary>One letter per layer: G full (global) attention, S sliding window, C chunked, M MLA, X MLA with DSA
+    /// sparse attention, A compressed sparse attention, H heavily compressed attention, L linear attention, R state-space
+    /// (Mamba2), V short convolution, - no mixer (a feed-forward block); lowercase = a layer without RoPE in a model whose
+    /// other layers use it (NoPE).</summary>
     public string AttentionLayers { get; init; } = "";
     /// <summary>One letter per layer: D dense MLP, E mixture of experts, P dense MLP and MoE in parallel.</summary>
     public string FfnLayers { get; init; } = "";
@@ -139,6 +146,7 @@ public sealed record ModelAnalysis
         {
             if (l.SharesKvOf is not null) continue;
             values += l.KvValuesPerToken * Visible(l, ctx, windows) + l.StateValues;
+            if (l.CompressRate > 0) values += l.CompressedValuesPerEntry * (ctx / l.CompressRate);
         }
         return values * KvCacheDTypes.Bytes(dtype);
     }
@@ -153,14 +161,68 @@ public sealed record ModelAnalysis
         double flops = 2.0 * ActiveMatmulParams;
         foreach (var l in Layers)
         {
-            if (l.Mixer == MixerKind.Linear) flops += 6.0 * l.StateValues;
-            else flops += 2.0 * l.Heads * (l.HeadDim + l.ValueDim) * (double)Visible(l, ctx, true);
+            if (IsStateMixer(l.Mixer)) { flops += 6.0 * l.StateValues; continue; }
+            if (l.Mixer == MixerKind.None) continue;
+            double keys = Visible(l, ctx, true), scored = 0;
+            if (l.Mixer == MixerKind.SparseMla) { scored = ctx; keys = l.SparseTopK > 0 ? Math.Min(ctx, l.SparseTopK) : ctx; }
+            if (l.CompressRate > 0)
+            {
+                long entries = ctx / l.CompressRate;
+                scored = l.IndexerMacsPerKey > 0 ? entries : 0;
+                keys += l.SparseTopK > 0 ? Math.Min(entries, l.SparseTopK) : entries;
+            }
+            flops += 2.0 * l.Heads * (l.HeadDim + l.ValueDim) * keys + 2.0 * l.IndexerMacsPerKey * scored;
         }
         return flops;
     }
 
+    /// <summary>Mixers whose memory is a constant state rather than a per-token cache.</summary>
+    public static bool IsStateMixer(MixerKind k) => k is MixerKind.Linear or MixerKind.Ssm or MixerKind.Conv;
+
     private static long Visible(LayerInfo l, long ctx, bool windows) =>
-        l.Mixer == MixerKind.Linear ? 0 : windows && l.Window > 0 ? Math.Min(ctx, l.Window) : ctx;
+        IsStateMixer(l.Mixer) || l.Mixer == MixerKind.None ? 0 : windows && l.Window > 0 ? Math.Min(ctx, l.Window) : ctx;
+
+    /// <summary>The letter of a layer kind in <see cref="AttentionLayers"/>.</summary>
+    public static char Letter(MixerKind k) => k switch
+    {
+        MixerKind.Sliding => 'S', MixerKind.Chunked => 'C', MixerKind.Mla => 'M', MixerKind.Linear => 'L', MixerKind.SparseMla => 'X',
+        MixerKind.CompressedSparse => 'A', MixerKind.HeavilyCompressed => 'H', MixerKind.Ssm => 'R', MixerKind.Conv => 'V', MixerKind.None => '-',
+        _ => 'G',
+    };
+
+    /// <summary>
+    /// One line per kind of layer the model has (letter, count, what it is and what it keeps per sequence), for
+    /// <c>info</c>; cache sizes in values (multiply by the cache dtype's bytes).
+    /// </summary>
+    public IReadOnlyList<(char Letter, int Count, string Description)> LayerKinds()
+    {
+        var list = new List<(char, int, string)>();
+        foreach (var g in Layers.GroupBy(l => (l.Mixer, l.Window, l.CompressRate, l.SparseTopK, l.SharesKvOf is null)))
+        {
+            var l = g.First();
+            string heads = $"{l.Heads} heads x {l.HeadDim}" + (l.ValueDim != l.HeadDim && l.ValueDim > 0 ? $"/{l.ValueDim}" : "");
+            string kv = l.SharesKvOf is not null ? "no cache of its own (reads an earlier layer's KV)" : $"{l.KvValuesPerToken} values/token";
+            string d = l.Mixer switch
+            {
+                MixerKind.Full => $"full attention, {heads}, {l.KvHeads} KV heads; {kv}",
+                MixerKind.Sliding when l.CompressRate == 0 => $"sliding-window attention ({l.Window}), {heads}, {l.KvHeads} KV heads; {kv} for the last {l.Window} tokens",
+                MixerKind.Chunked => $"chunked attention ({l.Window}), {heads}; {kv} within the chunk",
+                MixerKind.Mla => $"multi-head latent attention, {l.Heads} heads; {kv} (latent + shared key)",
+                MixerKind.SparseMla => $"MLA with DeepSeek Sparse Attention: a lightning indexer ({l.IndexerMacsPerKey} MACs per scored token) picks top-{l.SparseTopK} cached tokens per query; {kv} (latent + key + indexer key)"
+                    .Replace("(0 MACs per scored token)", "(shared with an earlier layer)", StringComparison.Ordinal),
+                MixerKind.CompressedSparse => $"compressed sparse attention: window {l.Window} of shared K=V plus one compressed entry per {l.CompressRate} tokens (overlapping windows of {2 * l.CompressRate}), a lightning indexer picks top-{l.SparseTopK} entries; {kv} in the window, {l.CompressedValuesPerEntry} values per entry, {l.StateValues} values of compressor state",
+                MixerKind.HeavilyCompressed => $"heavily compressed attention: window {l.Window} of shared K=V plus every compressed entry (one per {l.CompressRate} tokens); {kv} in the window, {l.CompressedValuesPerEntry} values per entry, {l.StateValues} values of compressor state",
+                MixerKind.Linear => $"linear attention (recurrent), {l.Heads} heads x {l.HeadDim}/{l.ValueDim}; constant state of {l.StateValues} values",
+                MixerKind.Ssm => $"state-space (Mamba2) scan, {l.Heads} heads x {l.HeadDim}, state size {l.ValueDim}; constant state of {l.StateValues} values",
+                MixerKind.Conv => $"gated short convolution (kernel {l.HeadDim}); constant state of {l.StateValues} values",
+                MixerKind.None => "no token mixer (a feed-forward block)",
+                _ => l.Mixer.ToString(),
+            };
+            char c = Letter(l.Mixer);
+            list.Add((l.Rope || IsStateMixer(l.Mixer) || l.Mixer == MixerKind.None || !Layers.Any(x => x.Rope) ? c : char.ToLowerInvariant(c), g.Count(), d + (l.Rope || IsStateMixer(l.Mixer) || l.Mixer == MixerKind.None ? "" : ", no RoPE")));
+        }
+        return list;
+    }
 
     // ---------------------------------------------------------------- construction
 
@@ -220,22 +282,23 @@ public sealed record ModelAnalysis
         if (tied) matmul += headMatmul;
         int hidden = (int)(tokenTable?.Shape[1] ?? 0);
 
-        bool mixedRope = layers.Any(l => l.Rope) && layers.Any(l => !l.Rope && l.Mixer != MixerKind.Linear);
+        bool mixedRope = layers.Any(l => l.Rope) && layers.Any(l => !l.Rope && !IsStateMixer(l.Mixer) && l.Mixer != MixerKind.None);
         var attnLetters = new StringBuilder();
         var ffnLetters = new StringBuilder();
         foreach (var l in layers)
         {
-            char c = l.Mixer switch { MixerKind.Sliding => 'S', MixerKind.Chunked => 'C', MixerKind.Mla => 'M', MixerKind.Linear => 'L', _ => 'G' };
-            if (mixedRope && !l.Rope && l.Mixer != MixerKind.Linear) c = char.ToLowerInvariant(c);
+            char c = Letter(l.Mixer);
+            if (mixedRope && !l.Rope && !IsStateMixer(l.Mixer) && l.Mixer != MixerKind.None) c = char.ToLowerInvariant(c);
             attnLetters.Append(c);
-            ffnLetters.Append(l.Ffn switch { FfnKind.Moe => 'E', FfnKind.DenseAndMoe => 'P', _ => 'D' });
+            ffnLetters.Append(l.Ffn switch { FfnKind.Moe => 'E', FfnKind.DenseAndMoe => 'P', FfnKind.None => '-', _ => 'D' });
         }
 
-        var attnLayers = layers.Where(l => l.Mixer != MixerKind.Linear).ToList();
-        var main = attnLayers.FirstOrDefault(l => l.Mixer is MixerKind.Full or MixerKind.Mla) ?? attnLayers.FirstOrDefault() ?? layers.FirstOrDefault() ?? new LayerInfo();
+        var attnLayers = layers.Where(l => !IsStateMixer(l.Mixer) && l.Mixer != MixerKind.None).ToList();
+        var main = attnLayers.FirstOrDefault(l => l.Mixer is MixerKind.Full or MixerKind.Mla or MixerKind.SparseMla or MixerKind.CompressedSparse or MixerKind.HeavilyCompressed)
+                   ?? attnLayers.FirstOrDefault() ?? layers.FirstOrDefault() ?? new LayerInfo();
         var moe = layers.Where(l => l.Ffn != FfnKind.Dense && l.Experts > 0).MaxBy(l => l.Experts);
-        var dense = layers.FirstOrDefault(l => l.Ffn != FfnKind.Moe);
-        int window = layers.Where(l => l.Mixer == MixerKind.Sliding).Select(l => l.Window).DefaultIfEmpty(0).Max();
+        var dense = layers.FirstOrDefault(l => l.Ffn is FfnKind.Dense or FfnKind.DenseAndMoe);
+        int window = layers.Where(l => l.Mixer is MixerKind.Sliding or MixerKind.CompressedSparse or MixerKind.HeavilyCompressed).Select(l => l.Window).DefaultIfEmpty(0).Max();
         int chunk = layers.Where(l => l.Mixer == MixerKind.Chunked).Select(l => l.Window).DefaultIfEmpty(0).Max();
 
         // A shape-only source has placeholder dtypes: report none (StoredDType then comes from the config).
@@ -267,7 +330,7 @@ public sealed record ModelAnalysis
     private static long ActiveCount(WeightRecord r) =>
         r.Use.ActiveFraction is >= 1.0 or <= 0.0 ? r.Count : (long)Math.Round(r.Count * r.Use.ActiveFraction);
 
-    private static bool IsLmHead(string name) => name == "lm_head.weight" || name.EndsWith(".lm_head.weight", StringComparison.Ordinal);
+    private static bool IsLmHead(string name) => name is "lm_head.weight" or "head.weight" || name.EndsWith(".lm_head.weight", StringComparison.Ordinal);
 
     private static string DirName(string dir) => Path.GetFileName(Path.TrimEndingDirectorySeparator(Path.GetFullPath(dir)));
 
@@ -288,15 +351,20 @@ public sealed record ModelAnalysis
     private static string DescribeAttention(IReadOnlyList<LayerInfo> all, List<LayerInfo> attn, int window, int chunk)
     {
         string kind;
-        if (attn.Count == 0) kind = "linear";
-        else if (attn.Any(l => l.Mixer == MixerKind.Mla)) kind = "MLA";
+        if (attn.Count == 0) kind = all.Any(l => l.Mixer == MixerKind.Linear) ? "linear" : all.Any(l => l.Mixer == MixerKind.Ssm) ? "SSM" : "conv";
+        else if (attn.Any(l => l.Mixer is MixerKind.Mla or MixerKind.SparseMla)) kind = "MLA";
         else if (attn.All(l => l.KvHeads == l.Heads)) kind = "MHA";
         else if (attn.All(l => l.KvHeads == 1)) kind = "MQA";
         else kind = "GQA";
         var parts = new List<string> { kind };
+        if (attn.FirstOrDefault(l => l.Mixer == MixerKind.SparseMla) is { } dsa) parts.Add(string.Create(CultureInfo.InvariantCulture, $"DSA top-{dsa.SparseTopK}"));
         if (window > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"SWA {window}"));
         if (chunk > 0) parts.Add(string.Create(CultureInfo.InvariantCulture, $"chunked {chunk}"));
+        if (attn.FirstOrDefault(l => l.Mixer == MixerKind.CompressedSparse) is { } csa) parts.Add(string.Create(CultureInfo.InvariantCulture, $"CSA {csa.CompressRate}/top-{csa.SparseTopK}"));
+        if (attn.FirstOrDefault(l => l.Mixer == MixerKind.HeavilyCompressed) is { } hca) parts.Add(string.Create(CultureInfo.InvariantCulture, $"HCA {hca.CompressRate}"));
         if (attn.Count > 0 && all.Any(l => l.Mixer == MixerKind.Linear)) parts.Add("linear");
+        if (attn.Count > 0 && all.Any(l => l.Mixer == MixerKind.Ssm)) parts.Add("Mamba2");
+        if (attn.Count > 0 && all.Any(l => l.Mixer == MixerKind.Conv)) parts.Add("short conv");
         return string.Join(" + ", parts);
     }
 

@@ -32,17 +32,17 @@ public sealed class DecoderLayer
     /// <summary>Post/Sandwich: on the feed-forward output.</summary>
     public IModule? PostFeedForwardNorm { get; init; }
 
-    /// <summary>x <c>[B, T, C]</c>, updated in place and returned.</summary>
-    public Tensor Forward(IBackend b, Tensor x, KvBuffer? cache, int startPos)
+    /// <summary>x <c>[N, C]</c>, updated in place and returned.</summary>
+    public Tensor Forward(IBackend b, Tensor x, KvCache? cache, StepBatch batch, KvShare? share = null, int layer = -1)
     {
         var h = InputNorm is null ? x : InputNorm.Forward(b, x);
-        var a = Attention.Forward(b, h, cache, startPos);
+        var a = Attention.Forward(b, h, cache, batch, share, layer);
         if (PostAttentionNorm is not null) a = PostAttentionNorm.Forward(b, a);
-        b.AddInPlace(x, a);
+        b.BinaryInPlace(x, a, BinaryOp.Add);
         h = PreFeedForwardNorm is null ? x : PreFeedForwardNorm.Forward(b, x);
         var f = FeedForward.Forward(b, h);
         if (PostFeedForwardNorm is not null) f = PostFeedForwardNorm.Forward(b, f);
-        b.AddInPlace(x, f);
+        b.BinaryInPlace(x, f, BinaryOp.Add);
         return x;
     }
 }

@@ -3,13 +3,13 @@ using LlmArch.Compute;
 
 namespace LlmArch.Blocks;
 
-/// <summary>y = x W^T + b with W <c>[out, in]</c> as stored in the checkpoint (<c>{prefix}.weight</c>, <c>{prefix}.bias</c>).</summary>
 /// <summary>Anything that maps activations to activations (norms, MLPs, MoE).</summary>
 public interface IModule
 {
     Tensor Forward(IBackend b, Tensor x);
 }
 
+/// <summary>y = x W^T + b with W <c>[out, in]</c> as stored in the checkpoint (<c>{prefix}.weight</c>, <c>{prefix}.bias</c>).</summary>
 public sealed class Linear : IModule
 {
     public Tensor Weight { get; }
@@ -26,7 +26,7 @@ public sealed class Linear : IModule
         new(w.Get(prefix + ".weight", [outFeatures, inFeatures], use),
             bias ? w.GetF32(prefix + ".bias", outFeatures) : null);
 
-    public Tensor Forward(IBackend b, Tensor x) => b.Linear(x, Weight, Bias);
+    public Tensor Forward(IBackend b, Tensor x) => b.MatMul(x, Weight, Bias);
 }
 
 /// <summary>RMSNorm (offset 0: x * w; offset 1: Gemma's x * (1 + w); no weight: L2-style unit RMS).</summary>

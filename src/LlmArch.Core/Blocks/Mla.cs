@@ -16,7 +16,8 @@ public sealed record MlaSpec
     public required int ValueDim { get; init; }
     public bool Bias { get; init; }
     public float NormEps { get; init; } = 1e-6f;
-    public required RopeTable Rope { get; init; }
+    /// <summary>null: NoPE MLA (Kimi Linear): the "rope" channels of q and the shared key are used unrotated.</summary>
+    public required RopeTable? Rope { get; init; }
     /// <summary>rope_interleave: rotate pairs (2i, 2i + 1) of the rope channels (what HF's de-interleave + rotate_half computes).</summary>
     public bool RopeInterleaved { get; init; }
     public required float Scale { get; init; }
@@ -28,7 +29,7 @@ public sealed record MlaSpec
 /// <summary>
 /// Multi-head latent attention. The cache holds one row per token, <c>[c_kv (normed) | k_pe (roped)]</c>
 /// (kv_lora_rank + qk_rope_head_dim values), never the expanded keys and values.
-/// <para>Prefill from position 0 expands k_nope/v with kv_b_proj and runs ordinary MHA (cheaper for long prompts);
+/// <para>A step whose sequences all start at position 0 expands k_nope/v with kv_b_proj and runs ordinary MHA (cheaper for long prompts);
 /// steps after that use the absorbed form: q_nope·W_UK maps the query into latent space, attention is then MQA with
 /// one KV head (Dk = rank + rope, values = the first rank channels of the keys), and W_UV maps the latent output
 /// back per head before o_proj. Both read the same cache.</para>
@@ -44,9 +45,9 @@ public sealed class MlaAttention : SelfAttention
     public RmsNorm KvANorm { get; }
     public Linear KvB { get; }
     public Linear OProj { get; }
-    /// <summary>W_UK per head transposed, <c>[H, rank, nope]</c> F32; null for shape-only builds.</summary>
+    /// <summary>W_UK per head transposed, <c>[H, rank, nope]</c>, in the weights' dtype (F32 when FP8 blocks do not align with heads); null for shape-only builds.</summary>
     public Tensor? QAbsorb { get; }
-    /// <summary>W_UV per head, <c>[H, v, rank]</c> F32; null for shape-only builds.</summary>
+    /// <summary>W_UV per head, <c>[H, v, rank]</c>, in the weights' dtype (or F32 as above); null for shape-only builds.</summary>
     public Tensor? OAbsorb { get; }
     /// <summary>Forces the absorbed path for prefill too (tests).</summary>
     public bool AlwaysAbsorbed { get; set; }
@@ -68,68 +69,63 @@ public sealed class MlaAttention : SelfAttention
         else QProj = Linear.Load(w, $"{prefix}.q_proj", s.Hidden, H * s.QkHeadDim, false);
         KvA = Linear.Load(w, $"{prefix}.kv_a_proj_with_mqa", s.Hidden, r + s.RopeDim, s.Bias);
         KvANorm = RmsNorm.Load(w, $"{prefix}.kv_a_layernorm.weight", r, s.NormEps);
-        KvB = Linear.Load(w, $"{prefix}.kv_b_proj", r, H * (s.NopeDim + s.ValueDim), false);
+        var kvB = w.GetHost($"{prefix}.kv_b_proj.weight", [H * (s.NopeDim + s.ValueDim), r]);
+        KvB = new Linear(w.Place(kvB), null);
         OProj = Linear.Load(w, $"{prefix}.o_proj", H * s.ValueDim, s.Hidden, s.Bias);
-        if (w.HasData) (QAbsorb, OAbsorb) = Absorb(KvB.Weight, s);
-    }
-
-    /// <summary>Splits kv_b_proj <c>[H * (nope + v), rank]</c> (dequantized if FP8) into W_UK^T and W_UV per head.</summary>
-    private static (Tensor, Tensor) Absorb(Tensor kvB, MlaSpec s)
-    {
-        int H = s.Heads, r = s.KvLoraRank, nope = s.NopeDim, v = s.ValueDim, per = nope + v;
-        var all = kvB.ToFloatArray();
-        var q = Tensor.Zeros(DType.F32, new Shape(H, r, nope), kvB.Name + ".absorbed_q");
-        var o = Tensor.Zeros(DType.F32, new Shape(H, v, r), kvB.Name + ".absorbed_o");
-        var qf = q.AsFloats(); var of = o.AsFloats();
-        for (int h = 0; h < H; h++)
+        if (w.HasData)
         {
-            for (int n = 0; n < nope; n++)
-                for (int c = 0; c < r; c++) qf[((h * r) + c) * nope + n] = all[((long)h * per + n) * r + c];
-            all.AsSpan((h * per + nope) * r, v * r).CopyTo(of.Slice(h * v * r, v * r));
+            var (q, o) = MlaAbsorb.Split(kvB, H, r, s.NopeDim, s.ValueDim);
+            QAbsorb = w.Place(q); OAbsorb = w.Place(o);
         }
-        return (q, o);
     }
 
-    public override KvBuffer CreateCache(int batch, int maxTokens) =>
-        new(batch, maxTokens, 1, Mla.CacheDim, Mla.KvLoraRank, ring: false, valuesInKeys: true);
+    public override KvCache? CreateCache(IBackend b, int slots, int maxTokens) =>
+        new(b, slots, maxTokens, 1, Mla.CacheDim, Mla.KvLoraRank, valuesInKeys: true, name: "mla");
 
-    public override Tensor Forward(IBackend b, Tensor x, KvBuffer? cache, int startPos)
+    /// <summary>A different matrix per head: x <c>[N, H, K]</c> times w <c>[H, O, K]</c> → <c>[N, H, O]</c>.</summary>
+    public static Tensor HeadLinear(IBackend b, Tensor x, Tensor w) =>
+        b.Transpose(b.BatchMatMul(b.Transpose(x, 0, 1), w, transposeB: true), 0, 1);
+
+    public override Tensor Forward(IBackend b, Tensor x, KvCache? cache, StepBatch batch, KvShare? share = null, int layer = -1)
     {
         var s = Mla;
-        int B = x.Shape[0], T = x.Shape[1], H = s.Heads, r = s.KvLoraRank;
+        int N = x.Shape[0], H = s.Heads, r = s.KvLoraRank;
         var q = QProj is not null ? QProj.Forward(b, x) : QB!.Forward(b, QANorm!.Forward(b, QA!.Forward(b, x)));
-        q = b.View(q, new Shape(B, T, H, s.QkHeadDim));
-        var qNope = b.Slice(q, 0, s.NopeDim);                  // [B, T, H, nope]
-        var qRope = b.Slice(q, s.NopeDim, s.RopeDim);          // [B, T, H, rope]
-        var kv = KvA.Forward(b, x);                            // [B, T, rank + rope]
-        var latent = KvANorm.Forward(b, b.Slice(kv, 0, r));    // [B, T, rank]
-        var kRope = b.View(b.Slice(kv, r, s.RopeDim), new Shape(B, T, 1, s.RopeDim));
-        b.Rope(qRope, startPos, s.Rope, s.RopeInterleaved);
-        b.Rope(kRope, startPos, s.Rope, s.RopeInterleaved);
-        var entry = b.Concat(b.View(latent, new Shape(B, T, 1, r)), kRope); // [B, T, 1, rank + rope]: what the cache keeps
+        q = b.View(q, new Shape(N, H, s.QkHeadDim));
+        var qNope = b.Slice(q, 0, s.NopeDim);                  // [N, H, nope]
+        var qRope = b.Slice(q, s.NopeDim, s.RopeDim);          // [N, H, rope]
+        var kv = KvA.Forward(b, x);                            // [N, rank + rope]
+        var latent = KvANorm.Forward(b, b.Slice(kv, 0, r));    // [N, rank]
+        var kRope = b.View(b.Slice(kv, r, s.RopeDim), new Shape(N, 1, s.RopeDim));
+        if (s.Rope is not null)
+        {
+            b.Rope(qRope, batch, s.Rope, s.RopeInterleaved);
+            b.Rope(kRope, batch, s.Rope, s.RopeInterleaved);
+        }
+        var entry = b.Concat(b.View(latent, new Shape(N, 1, r)), kRope); // [N, 1, rank + rope]: what the cache keeps
         var p = new AttentionParams { Scale = s.Scale };
 
         Tensor o;
-        if (startPos == 0 && !AlwaysAbsorbed && (QAbsorb is null || T > 1))
+        if (batch.AllFromStart && !AlwaysAbsorbed && (QAbsorb is null || batch.MaxCount > 1))
         {
-            // Expanded: per-head keys [k_nope | k_pe] and values from the latent.
-            var kvFull = b.View(KvB.Forward(b, latent), new Shape(B, T, H, s.NopeDim + s.ValueDim));
+            // Expanded (prefill from position 0): per-head keys [k_nope | k_pe] and values from the latent.
+            var kvFull = b.View(KvB.Forward(b, latent), new Shape(N, H, s.NopeDim + s.ValueDim));
             var kNope = b.Slice(kvFull, 0, s.NopeDim);
             var v = b.Slice(kvFull, s.NopeDim, s.ValueDim);
-            Span<int> rows = B * T * H <= 4096 ? stackalloc int[B * T * H] : new int[B * T * H];
-            for (int i = 0; i < rows.Length; i++) rows[i] = i / H;
-            var kRopeH = b.View(b.GatherRows(b.View(kRope, new Shape(B * T, s.RopeDim)), rows), new Shape(B, T, H, s.RopeDim));
-            o = b.Attention(b.Concat(qNope, qRope), b.Concat(kNope, kRopeH), v, null, 0, p);
-            cache?.Append(entry, null, startPos);
+            var zeros = b.Empty(new Shape(N, H, s.RopeDim));
+            b.Fill(zeros, 0f);
+            var kRopeH = b.Binary(zeros, kRope, BinaryOp.Add);  // the shared rope key repeated per head
+            o = b.Attention(b.Concat(qNope, qRope), b.Concat(kNope, kRopeH), v, null, batch, p);
         }
         else
         {
             if (QAbsorb is null || OAbsorb is null) throw new InvalidOperationException("MLA absorbed weights need a checkpoint with data");
-            var qAbs = b.Concat(b.HeadLinear(qNope, QAbsorb), qRope);          // [B, T, H, rank + rope]
-            p.ValueIsKeyPrefix = true;
-            var oLatent = b.Attention(qAbs, entry, null, cache, startPos, p, valueDim: r); // [B, T, H, rank]
-            o = b.HeadLinear(oLatent, OAbsorb);                                   // [B, T, H, v]
+            var qAbs = b.Concat(HeadLinear(b, qNope, QAbsorb), qRope);                // [N, H, rank + rope]
+            p.ValueIsKeyPrefix = true; p.ValueDim = r;
+            var oLatent = b.Attention(qAbs, entry, null, cache, batch, p);           // [N, H, rank]
+            o = HeadLinear(b, oLatent, OAbsorb);                                      // [N, H, v]
         }
-        return OProj.Forward(b, b.View(o, new Shape(B, T, H * s.ValueDim)));
+        if (cache is not null) b.CacheWrite(cache, entry, null, batch);
+        return OProj.Forward(b, b.View(o, new Shape(N, H * s.ValueDim)));
     }
 }

@@ -3,10 +3,11 @@ using LlmArch.Compute;
 
 namespace LlmArch.Blocks;
 
-// The one mixture-of-experts block. Routing is computed on the host for all N tokens of a step from the router
-// logits [N, E] (small), then tokens are grouped by expert: for every expert with tokens, GatherRows → the expert's
-// MLP on that group (one matmul per projection per active expert) → ScatterAddRows with the routing weights.
-// Each family is a RouterSpec + an expert layout + an optional shared expert:
+// The one mixture-of-experts block. Routing runs on the device as a composition of ops (router matmul, scoring,
+// correction bias, group-limited top-k, normalization, scaling): no host round trip, so a decode step can be
+// captured as a CUDA graph. The experts run as gathered matmuls by expert id (MatMulById: one per projection for
+// all routed (token, slot) pairs), weighted and summed over the k slots. MoeRouting.Route is the same decision on
+// the host, kept as the test reference. Each family is a RouterSpec + an expert layout + an optional shared expert:
 //
 //   family        scoring        top-k weights                     extras
 //   Mixtral/Qwen3 Softmax        renormalized (norm_topk_prob)     -
@@ -17,6 +18,7 @@ namespace LlmArch.Blocks;
 //   MiniMax-M2    Sigmoid        renormalized                      correction bias
 //   Llama 4       Sigmoid, k=1   sigmoid score scales the INPUT    shared expert summed in
 //   Grok          Softmax        unnormalized softmax probs        router logit softcap, GeGLU (tanh)
+//   DeepSeek-V4   SqrtSoftplus   renormalized * routed_scaling     correction bias; hash-routed layers pick by token id
 
 /// <summary>How router logits become scores.</summary>
 public enum RouterScoring
@@ -27,6 +29,8 @@ public enum RouterScoring
     Sigmoid,
     /// <summary>top-k of the raw logits, then softmax over only those k (gpt-oss).</summary>
     TopKSoftmax,
+    /// <summary>sqrt(softplus(logit)) per expert, then top-k (DeepSeek-V4).</summary>
+    SqrtSoftplus,
 }
 
 /// <summary>The routing rule of a MoE layer; see <see cref="MoeRouting.Route"/>.</summary>
@@ -62,7 +66,7 @@ public sealed record RouterSpec
     }
 }
 
-/// <summary>The routing decision as a pure host function (testable on its own).</summary>
+/// <summary>The routing decision as a pure host function: the reference the on-device routing is tested against.</summary>
 public static class MoeRouting
 {
     /// <summary>
@@ -88,6 +92,8 @@ public static class MoeRouting
             for (int e = 0; e < E; e++) score[e] = s.LogitSoftcap > 0 ? s.LogitSoftcap * MathF.Tanh(l[e] / s.LogitSoftcap) : l[e];
             if (s.Scoring == RouterScoring.Softmax) Softmax(score);
             else if (s.Scoring == RouterScoring.Sigmoid) for (int e = 0; e < E; e++) score[e] = 1f / (1f + MathF.Exp(-score[e]));
+            else if (s.Scoring == RouterScoring.SqrtSoftplus)
+                for (int e = 0; e < E; e++) score[e] = MathF.Sqrt(score[e] > 20f ? score[e] : MathF.Log(1f + MathF.Exp(score[e])));
             for (int e = 0; e < E; e++) choice[e] = s.CorrectionBias ? score[e] + correctionBias[e] : score[e];
             if (G > 1)
             {
@@ -145,74 +151,103 @@ public static class MoeRouting
 }
 
 /// <summary>
-/// One expert MLP: down(glu(gate(x), up(x))), with separate gate/up projections or one fused gate_up
-/// <c>[2I, C]</c> (first half gate, or interleaved even/odd as gpt-oss). Any projection may carry a bias.
+/// The routed experts of one MoE layer: per projection, the weights of all E experts (<see cref="ExpertWeights"/>),
+/// with separate gate/up projections or one fused gate_up <c>[E, 2I, C]</c> (first half gate, or interleaved
+/// even/odd as gpt-oss), optional per-expert biases <c>[E, out]</c> (F32).
 /// </summary>
-public sealed class ExpertMlp : IModule
+public sealed class ExpertSet
 {
-    public Linear? Gate { get; }
-    public Linear? Up { get; }
-    public Linear? GateUp { get; }
-    public Linear Down { get; }
-    public ExpertActivation Act { get; }
-    public bool Interleaved { get; }
+    public ExpertWeights? Gate { get; private init; }
+    public ExpertWeights? Up { get; private init; }
+    public ExpertWeights? GateUp { get; private init; }
+    public required ExpertWeights Down { get; init; }
+    public Tensor? GateBias { get; private init; }
+    public Tensor? UpBias { get; private init; }
+    public Tensor? GateUpBias { get; private init; }
+    public Tensor? DownBias { get; private init; }
+    public ExpertActivation Act { get; private init; }
+    public bool Interleaved { get; private init; }
+    /// <summary>Non-gated experts down(act(up(x))) (Nemotron-H): the activation, squared after it for relu².</summary>
+    public UnaryOp? PlainActivation { get; private init; }
+    public bool SquaredActivation { get; private init; }
+    public int Count => Down.Count;
     public int Width => Down.In;
-
-    public ExpertMlp(Linear gate, Linear up, Linear down, ExpertActivation act) { Gate = gate; Up = up; Down = down; Act = act; }
-    public ExpertMlp(Linear gateUp, Linear down, ExpertActivation act, bool interleaved) { GateUp = gateUp; Down = down; Act = act; Interleaved = interleaved; }
-
-    public Tensor Forward(IBackend b, Tensor x)
-    {
-        var h = GateUp is not null
-            ? b.GluFused(GateUp.Forward(b, x), Act, Interleaved)
-            : b.Glu(Gate!.Forward(b, x), Up!.Forward(b, x), Act);
-        return Down.Forward(b, h);
-    }
 
     /// <summary>
     /// Per-expert tensors <c>{prefix}.{e}.{gate}.weight</c> etc. (<c>experts.N.gate_proj</c>, or Mixtral's
     /// <c>w1</c>/<c>w3</c>/<c>w2</c> as gate/up/down), recorded as expert weights (topK of E active).
     /// </summary>
-    public static ExpertMlp[] LoadPerExpert(WeightSource w, string prefix, int experts, int topK, int hidden, int width,
+    public static ExpertSet LoadPerExpert(WeightSource w, string prefix, int experts, int topK, int hidden, int width,
         ExpertActivation act, bool bias = false, string gate = "gate_proj", string up = "up_proj", string down = "down_proj")
     {
         var use = WeightUse.Expert(topK, experts);
-        var r = new ExpertMlp[experts];
+        var g = new Tensor[experts]; var u = new Tensor[experts]; var d = new Tensor[experts];
         for (int e = 0; e < experts; e++)
-            r[e] = new ExpertMlp(Linear.Load(w, $"{prefix}.{e}.{gate}", hidden, width, bias, use),
-                Linear.Load(w, $"{prefix}.{e}.{up}", hidden, width, bias, use),
-                Linear.Load(w, $"{prefix}.{e}.{down}", width, hidden, bias, use), act);
-        return r;
+        {
+            g[e] = w.Get($"{prefix}.{e}.{gate}.weight", [width, hidden], use);
+            u[e] = w.Get($"{prefix}.{e}.{up}.weight", [width, hidden], use);
+            d[e] = w.Get($"{prefix}.{e}.{down}.weight", [hidden, width], use);
+        }
+        return new ExpertSet
+        {
+            Gate = ExpertWeights.FromList(g), Up = ExpertWeights.FromList(u), Down = ExpertWeights.FromList(d), Act = act,
+            GateBias = bias ? StackBiases(w, prefix, gate, experts, width) : null,
+            UpBias = bias ? StackBiases(w, prefix, up, experts, width) : null,
+            DownBias = bias ? StackBiases(w, prefix, down, experts, hidden) : null,
+        };
     }
+
+    /// <summary>Per-expert non-gated experts <c>{prefix}.{e}.up_proj</c> / <c>down_proj</c>: down(act(up(x))), optionally squared (relu²).</summary>
+    public static ExpertSet LoadPerExpertNonGated(WeightSource w, string prefix, int experts, int topK, int hidden, int width,
+        UnaryOp act, bool squared, string up = "up_proj", string down = "down_proj")
+    {
+        var use = WeightUse.Expert(topK, experts);
+        var u = new Tensor[experts]; var d = new Tensor[experts];
+        for (int e = 0; e < experts; e++)
+        {
+            u[e] = w.Get($"{prefix}.{e}.{up}.weight", [width, hidden], use);
+            d[e] = w.Get($"{prefix}.{e}.{down}.weight", [hidden, width], use);
+        }
+        return new ExpertSet { Up = ExpertWeights.FromList(u), Down = ExpertWeights.FromList(d), PlainActivation = act, SquaredActivation = squared };
+    }
+
+    private static Tensor StackBiases(WeightSource w, string prefix, string proj, int experts, int width) =>
+        w.GetStackedF32(Enumerable.Range(0, experts).Select(e => $"{prefix}.{e}.{proj}.bias").ToArray(), width);
 
     /// <summary>
-    /// Experts from stacked tensors already in <c>[E, out, in]</c> layout (views per expert via
-    /// <see cref="TensorSlicing.Index0"/>, block scales included): fused gate_up <c>[E, 2I, C]</c> + down <c>[E, C, I]</c>,
-    /// biases <c>[E, 2I]</c> / <c>[E, C]</c> optional (F32). The caller fetches the tensors (recording their use).
+    /// Experts from stacked tensors already in <c>[E, out, in]</c> layout (views per expert, block scales included):
+    /// fused gate_up <c>[E, 2I, C]</c> + down <c>[E, C, I]</c>, biases <c>[E, 2I]</c> / <c>[E, C]</c> optional (F32).
     /// </summary>
-    public static ExpertMlp[] FromStacked(Tensor gateUp, Tensor? gateUpBias, Tensor down, Tensor? downBias, ExpertActivation act, bool interleaved)
+    public static ExpertSet FromStacked(Tensor gateUp, Tensor? gateUpBias, Tensor down, Tensor? downBias, ExpertActivation act, bool interleaved) => new()
     {
-        int E = gateUp.Shape[0];
-        var r = new ExpertMlp[E];
-        for (int e = 0; e < E; e++)
-            r[e] = new ExpertMlp(new Linear(gateUp.Index0(e), gateUpBias?.Index0(e)), new Linear(down.Index0(e), downBias?.Index0(e)), act, interleaved);
-        return r;
-    }
+        GateUp = ExpertWeights.FromStacked(gateUp), GateUpBias = gateUpBias, Down = ExpertWeights.FromStacked(down), DownBias = downBias,
+        Act = act, Interleaved = interleaved,
+    };
 
     /// <summary>Stacked separate gate <c>[E, I, C]</c>, up <c>[E, I, C]</c>, down <c>[E, C, I]</c>.</summary>
-    public static ExpertMlp[] FromStacked(Tensor gate, Tensor up, Tensor down, ExpertActivation act)
+    public static ExpertSet FromStacked(Tensor gate, Tensor up, Tensor down, ExpertActivation act) => new()
     {
-        int E = gate.Shape[0];
-        var r = new ExpertMlp[E];
-        for (int e = 0; e < E; e++)
-            r[e] = new ExpertMlp(new Linear(gate.Index0(e), null), new Linear(up.Index0(e), null), new Linear(down.Index0(e), null), act);
-        return r;
+        Gate = ExpertWeights.FromStacked(gate), Up = ExpertWeights.FromStacked(up), Down = ExpertWeights.FromStacked(down), Act = act,
+    };
+
+    /// <summary>x <c>[N, 1, C]</c> (or <c>[N, K, C]</c>), ids <c>[N, K]</c> → every chosen expert's output <c>[N, K, C]</c>.</summary>
+    public Tensor Forward(IBackend b, Tensor x, Tensor ids)
+    {
+        if (PlainActivation is UnaryOp act)
+        {
+            var p = b.Unary(b.MatMulById(x, Up!, ids, UpBias), act);
+            return b.MatMulById(SquaredActivation ? b.Unary(p, UnaryOp.Square) : p, Down, ids, DownBias);
+        }
+        var h = GateUp is not null
+            ? b.Glu(b.MatMulById(x, GateUp, ids, GateUpBias), null, Act, Interleaved)
+            : b.Glu(b.MatMulById(x, Gate!, ids, GateBias), b.MatMulById(x, Up!, ids, UpBias), Act);
+        return b.MatMulById(h, Down, ids, DownBias);
     }
 }
 
 /// <summary>
 /// A mixture-of-experts feed-forward: router → top-k experts (weighted) + optional shared expert (plain, or scaled by
-/// sigmoid(shared_expert_gate(x)) as Qwen3-Next). x <c>[..., C]</c> → <c>[..., C]</c>.
+/// sigmoid(shared_expert_gate(x)) as Qwen3-Next). x <c>[..., C]</c> → <c>[..., C]</c>. Routing and experts stay on the device.
 /// </summary>
 public sealed class Moe : IModule
 {
@@ -221,7 +256,7 @@ public sealed class Moe : IModule
     public Linear Router { get; }
     /// <summary>e_score_correction_bias <c>[E]</c> (F32) when <see cref="RouterSpec.CorrectionBias"/>.</summary>
     public Tensor? CorrectionBias { get; }
-    public IReadOnlyList<IModule> Experts { get; }
+    public ExpertSet Experts { get; }
     public IModule? Shared { get; }
     /// <summary>Linear <c>[1, C]</c>: the shared expert's output is scaled by sigmoid of it (Qwen3-Next).</summary>
     public Linear? SharedGate { get; }
@@ -230,10 +265,7 @@ public sealed class Moe : IModule
     public int SharedWidth { get; init; }
     public int SharedCount { get; init; }
 
-    private float[] _logits = [], _bias = [], _w = [], _rowW = [], _ones = [];
-    private int[] _idx = [], _count = [], _rows = [];
-
-    public Moe(RouterSpec spec, Linear router, Tensor? correctionBias, IReadOnlyList<IModule> experts, IModule? shared = null, Linear? sharedGate = null)
+    public Moe(RouterSpec spec, Linear router, Tensor? correctionBias, ExpertSet experts, IModule? shared = null, Linear? sharedGate = null)
     {
         if (experts.Count != spec.Experts) throw new ArgumentException($"{experts.Count} experts for a router over {spec.Experts}");
         if (router.Out != spec.Experts) throw new CheckpointFormatException($"router '{router.Weight.Name}' has {router.Out} outputs for {spec.Experts} experts");
@@ -241,57 +273,62 @@ public sealed class Moe : IModule
         Spec = spec; Router = router; CorrectionBias = correctionBias; Experts = experts; Shared = shared; SharedGate = sharedGate;
     }
 
-    public Tensor Forward(IBackend b, Tensor x)
+    /// <summary>
+    /// The routing decision as ops on the device: logits <c>[N, E]</c> → expert ids <c>[N, K]</c> (I32, in descending order
+    /// of selection score) and weights <c>[N, K]</c>. Computes what <see cref="MoeRouting.Route"/> computes on the host.
+    /// </summary>
+    public static (Tensor Ids, Tensor Weights) Route(IBackend b, RouterSpec s, Tensor logits, Tensor? correctionBias)
     {
-        int C = x.Shape.Last, N = checked((int)x.Shape.Rows), E = Spec.Experts, K = Spec.TopK;
-        var x2 = b.View(x, new Shape(N, C));
-        var y = b.Zeros(new Shape(N, C));
-        if (N == 0) return b.View(y, x.Shape);
-        Grow(ref _logits, N * E); Grow(ref _w, N * K); Grow(ref _idx, N * K); Grow(ref _rows, N * K); Grow(ref _rowW, N * K);
-        Grow(ref _count, E + 1); Grow(ref _ones, N);
-        b.ToHost(Router.Forward(b, x2), _logits.AsSpan(0, N * E));
-        if (CorrectionBias is not null && _bias.Length != E) { _bias = new float[E]; b.ToHost(CorrectionBias, _bias); }
-        MoeRouting.Route(Spec, _logits.AsSpan(0, N * E), CorrectionBias is null ? default : _bias, _idx.AsSpan(0, N * K), _w.AsSpan(0, N * K));
-
-        // Group (token, weight) pairs by expert: counting sort into _rows/_rowW.
-        var count = _count.AsSpan(0, E + 1);
-        count.Clear();
-        for (int i = 0; i < N * K; i++) count[_idx[i] + 1]++;
-        for (int e = 0; e < E; e++) count[e + 1] += count[e];
-        Span<int> fill = E <= 1024 ? stackalloc int[E] : new int[E];
-        count[..E].CopyTo(fill);
-        for (int i = 0; i < N * K; i++)
+        int N = logits.Shape[0], E = s.Experts, K = s.TopK;
+        var scores = logits;
+        if (s.LogitSoftcap > 0) scores = b.Unary(scores, UnaryOp.Softcap, s.LogitSoftcap);
+        scores = s.Scoring switch
         {
-            int slot = fill[_idx[i]]++;
-            _rows[slot] = i / K; _rowW[slot] = _w[i];
-        }
-        if (Spec.ScaleInput) _ones.AsSpan(0, N).Fill(1f);
-        for (int e = 0; e < E; e++)
+            RouterScoring.Softmax => b.Softmax(scores),
+            RouterScoring.Sigmoid => b.Unary(scores, UnaryOp.Sigmoid),
+            RouterScoring.SqrtSoftplus => b.Unary(b.Unary(scores, UnaryOp.Softplus), UnaryOp.Sqrt),
+            _ => scores,
+        };
+        var choice = s.CorrectionBias ? b.Binary(scores, correctionBias!, BinaryOp.Add) : scores;
+        if (s.Groups > 1)
         {
-            int start = count[e], n = count[e + 1] - start;
-            if (n == 0) continue;
-            var rows = _rows.AsSpan(start, n);
-            var w = _rowW.AsSpan(start, n);
-            var xe = b.GatherRows(x2, rows);
-            if (Spec.ScaleInput) b.ScaleRows(xe, w);
-            var he = Experts[e].Forward(b, xe);
-            b.ScatterAddRows(y, rows, he, Spec.ScaleInput ? _ones.AsSpan(0, n) : w);
+            // A group scores the sum of its two best; experts of groups outside the best topk_group are masked to 0.
+            int G = s.Groups, per = E / G;
+            var grouped = b.View(choice, new Shape(N, G, per));
+            var groupScore = b.Reduce(b.TopK(grouped, Math.Min(2, per)).Values, ReduceOp.Sum);     // [N, G, 1]
+            var flat = b.View(groupScore, new Shape(N, G));
+            var kth = b.Slice(b.TopK(flat, s.TopKGroups).Values, s.TopKGroups - 1, 1);              // [N, 1]
+            var keep = b.Binary(flat, kth, BinaryOp.GreaterEqual);                                   // [N, G]
+            choice = b.View(b.Binary(grouped, b.View(keep, new Shape(N, G, 1)), BinaryOp.Mul), new Shape(N, E));
         }
-
-        if (Shared is not null)
-        {
-            var s = Shared.Forward(b, x2);
-            if (SharedGate is not null)
-            {
-                var g = _ones.AsSpan(0, N);
-                b.ToHost(SharedGate.Forward(b, x2), g);
-                for (int i = 0; i < N; i++) g[i] = 1f / (1f + MathF.Exp(-g[i]));
-                b.ScaleRows(s, g);
-            }
-            b.AddInPlace(y, s);
-        }
-        return b.View(y, x.Shape);
+        var (_, ids) = b.TopK(choice, K);
+        var w = b.TakeAlong(scores, ids);
+        if (s.Scoring == RouterScoring.TopKSoftmax) w = b.Softmax(w);
+        if (s.NormalizeTopK)
+            w = b.Binary(w, b.Unary(b.Reduce(w, ReduceOp.Sum), UnaryOp.Affine, 1f, 1e-20f), BinaryOp.Div);
+        if (s.RoutedScaling != 1f) w = b.Unary(w, UnaryOp.Affine, s.RoutedScaling);
+        return (ids, w);
     }
 
-    private static void Grow<T>(ref T[] a, int n) { if (a.Length < n) a = new T[n]; }
+    public Tensor Forward(IBackend b, Tensor x)
+    {
+        int C = x.Shape.Last, N = checked((int)x.Shape.Rows), K = Spec.TopK;
+        var x2 = b.View(x, new Shape(N, C));
+        if (N == 0) { var z = b.Empty(x.Shape); return z; }
+        var (ids, w) = Route(b, Spec, Router.Forward(b, x2), CorrectionBias);
+        var w3 = b.View(w, new Shape(N, K, 1));
+        var xin = b.View(x2, new Shape(N, 1, C));
+        // Llama 4 scales each expert's input by its router score instead of its output.
+        if (Spec.ScaleInput) xin = b.Binary(xin, w3, BinaryOp.Mul);
+        var y = Experts.Forward(b, xin, ids);                                   // [N, K, C]
+        if (!Spec.ScaleInput) y = b.Binary(y, w3, BinaryOp.Mul);
+        var sum = b.View(b.Reduce(y, ReduceOp.Sum, axis: 1), new Shape(N, C));
+        if (Shared is not null)
+        {
+            var sh = Shared.Forward(b, x2);
+            if (SharedGate is not null) sh = b.Binary(sh, b.Unary(SharedGate.Forward(b, x2), UnaryOp.Sigmoid), BinaryOp.Mul);
+            b.BinaryInPlace(sum, sh, BinaryOp.Add);
+        }
+        return b.View(sum, x.Shape);
+    }
 }

@@ -16,6 +16,17 @@ public static class HybridWeightTransforms
         return r;
     }
 
+    /// <summary>An F32 copy of t with f applied to every value (derived weights, e.g. -exp(A_log)); shape-only stays as it is.</summary>
+    public static Tensor Map(Tensor t, Func<float, float> f)
+    {
+        if (t.Ptr == 0) return t;
+        var r = Tensor.Zeros(DType.F32, t.Shape, t.Name);
+        var v = r.AsFloats();
+        Compute.Cpu.Convert.ToF32(t, 0, v);
+        for (int i = 0; i < v.Length; i++) v[i] = f(v[i]);
+        return r;
+    }
+
     /// <summary>
     /// A copy of a 2-D tensor <c>[rows, cols]</c> with its rows reordered: row i of the result is row order[i] of t
     /// (plain dtypes; fused projections regrouped at load). A shape-only tensor stays shape-only.

@@ -113,22 +113,43 @@ public sealed partial record ModelConfig
         ReadCommentHandling = JsonCommentHandling.Skip,
     };
 
+    /// <summary>Largest config.json read (real ones are a few KB; presets with per-layer lists reach ~100 KB).</summary>
+    public const long MaxFileBytes = 16L << 20;
+
     /// <summary>Reads config.json; a nested <c>text_config</c> (multimodal checkpoints) is merged over the top level.</summary>
     public static ModelConfig Load(string path)
     {
         if (!File.Exists(path)) throw new ConfigException($"{path}: file not found");
-        return Parse(File.ReadAllText(path), path);
+        return Parse(ReadBounded(path, MaxFileBytes), path);
     }
 
-    public static ModelConfig Parse(string json, string path = "config.json")
+    /// <summary>A whole file of at most <paramref name="max"/> bytes (an input error beyond, or when unreadable).</summary>
+    internal static byte[] ReadBounded(string path, long max)
     {
-        JsonObject root;
         try
         {
-            root = JsonNode.Parse(json, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true, CommentHandling = JsonCommentHandling.Skip }) as JsonObject
-                   ?? throw new ConfigException($"{path}: not a JSON object");
+            using var fs = File.OpenRead(path);
+            if (fs.Length > max) throw new ConfigException($"{path}: {fs.Length} bytes is larger than the {max >> 20} MiB limit");
+            using var ms = new MemoryStream();
+            fs.CopyTo(ms);
+            if (ms.Length > max) throw new ConfigException($"{path}: larger than the {max >> 20} MiB limit");
+            return ms.ToArray();
         }
-        catch (JsonException e) { throw new ConfigException($"{path}: malformed JSON ({e.Message})"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new ConfigException($"{path}: cannot read ({e.Message})"); }
+    }
+
+    public static ModelConfig Parse(string json, string path = "config.json") => Parse(System.Text.Encoding.UTF8.GetBytes(json), path);
+
+    /// <summary>Parses config.json bytes: strict JSON (see <see cref="StrictJson"/>), typed keys, then <see cref="Validate"/>.</summary>
+    public static ModelConfig Parse(byte[] utf8, string path)
+    {
+        JsonObject root;
+        using (var doc = StrictJson.Parse(utf8, path, maxDepth: 32, allowComments: true, notJson: "malformed JSON"))
+        {
+            if (doc.RootElement.ValueKind != JsonValueKind.Object) throw new ConfigException($"{path}: not a JSON object");
+            root = JsonObject.Create(doc.RootElement.Clone())!;
+        }
         if (root["text_config"] is JsonObject text)
         {
             var merged = new JsonObject();
@@ -137,16 +158,23 @@ public sealed partial record ModelConfig
             merged["outer_model_type"] = root["model_type"]?.DeepClone();
             root = merged;
         }
+        ModelConfig cfg;
         try
         {
-            var cfg = root.Deserialize<ModelConfig>(Options) ?? throw new ConfigException($"{path}: empty config");
-            return cfg with { Raw = root, SourcePath = path };
+            cfg = root.Deserialize<ModelConfig>(Options) ?? throw new ConfigException($"{path}: empty config");
         }
         catch (JsonException e)
         {
             string key = e.Path is { Length: > 2 } p ? p.TrimStart('$', '.') : "?";
             throw new ConfigException($"{path}: key '{key}' has an unexpected value ({e.Message.Split('.')[0]})");
         }
+        catch (Exception e) when (e is InvalidOperationException or FormatException or OverflowException or ArgumentException)
+        {
+            throw new ConfigException($"{path}: a value has an unexpected type ({e.Message.Split('.')[0]})");
+        }
+        cfg = cfg with { Raw = root, SourcePath = path };
+        cfg.Validate();
+        return cfg;
     }
 
     public string ToJson() => Raw.ToJsonString(new JsonSerializerOptions { WriteIndented = true });

@@ -13,6 +13,6 @@ public static unsafe class StackedWeightTransforms
     {
         if (t.Shape.Rank != 3) throw new CheckpointFormatException($"tensor '{t.Name}' {t.Shape}: expected a stacked [E, in, out] tensor");
         if (DTypes.IsQuantized(t.DType)) throw new CheckpointFormatException($"tensor '{t.Name}': a {t.DType} tensor cannot be read transposed");
-        return new Tensor(t.DType, new Shape(t.Shape[0], t.Shape[2], t.Shape[1]), t.Ptr, t.Owner, t.Name) { ColumnMajor = !t.ColumnMajor };
+        return new Tensor(t.DType, new Shape(t.Shape[0], t.Shape[2], t.Shape[1]), t.Ptr, t.Owner, t.Name) { ColumnMajor = !t.ColumnMajor, Device = t.Device };
     }
 }

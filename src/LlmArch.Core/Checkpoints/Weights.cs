@@ -39,10 +39,19 @@ public abstract class WeightSource
     /// <summary>Hook after the shape check (load-time quantization); the default returns the tensor as stored.</summary>
     protected virtual Tensor Prepare(Tensor t, WeightUse use) => t;
 
-    /// <summary>A weight in its stored dtype (matmul weights, embeddings), checked against <paramref name="shape"/>.</summary>
+    /// <summary>The device the model runs on: <see cref="Get"/> places every weight there (the CPU uses it in place).</summary>
+    public IBackend? Backend { get; set; }
+
+    /// <summary>Places a host tensor (as read, or derived from what was read) on the model's device.</summary>
+    public Tensor Place(Tensor host) => Backend is null || !HasData ? host : Backend.PlaceWeight(host);
+
+    /// <summary>A weight in its stored dtype (matmul weights, embeddings), checked against <paramref name="shape"/>, on the model's device.</summary>
     /// <param name="countAs">for packed storage (MXFP4 blocks), the logical shape to count as parameters;
     /// an empty array counts nothing (quantization scales).</param>
-    public Tensor Get(string name, long[] shape, WeightUse use = default, long[]? countAs = null)
+    public Tensor Get(string name, long[] shape, WeightUse use = default, long[]? countAs = null) => Place(GetHost(name, shape, use, countAs));
+
+    /// <summary>As <see cref="Get"/>, but the host tensor, for load-time rewrites (transposes, regrouping) before <see cref="Place"/>.</summary>
+    public Tensor GetHost(string name, long[] shape, WeightUse use = default, long[]? countAs = null)
     {
         if (!Contains(name)) throw new CheckpointFormatException($"{Location}: tensor '{name}' is missing (expected shape [{string.Join(", ", shape)}])");
         var t = Fetch(name, shape);
@@ -57,14 +66,31 @@ public abstract class WeightSource
 
     public Tensor Get(string name, params long[] shape) => Get(name, shape, WeightUse.Dense);
 
-    /// <summary>A small weight (norm, bias, sink) converted to F32 so kernels can read it directly.</summary>
-    public Tensor GetF32(string name, params long[] shape)
+    /// <summary>A small weight (norm, bias, sink) converted to F32 so kernels can read it directly, on the model's device.</summary>
+    public Tensor GetF32(string name, params long[] shape) => Place(GetF32Host(name, shape));
+
+    /// <summary>As <see cref="GetF32"/>, on the host (for load-time rewrites).</summary>
+    public Tensor GetF32Host(string name, params long[] shape)
     {
-        var t = Get(name, shape, WeightUse.Dense);
+        var t = GetHost(name, shape, WeightUse.Dense);
         if (t.DType == DType.F32 || !HasData) return t;
         var f = Tensor.Zeros(DType.F32, t.Shape, name);
         Compute.Cpu.Convert.ToF32(t, 0, f.AsFloats());
         return f;
+    }
+
+    /// <summary>Vectors of <paramref name="width"/> values stored one per name, stacked into one F32 <c>[names, width]</c> on the model's device (per-expert biases).</summary>
+    public Tensor GetStackedF32(IReadOnlyList<string> names, int width)
+    {
+        if (!HasData)
+        {
+            foreach (var n in names) GetHost(n, [width], WeightUse.Dense);
+            return new Tensor(DType.F32, new Shape(names.Count, width), 0, null, names.Count > 0 ? names[0] : "");
+        }
+        var all = Tensor.Zeros(DType.F32, new Shape(names.Count, width), names.Count > 0 ? names[0] : "");
+        var f = all.AsFloats();
+        for (int i = 0; i < names.Count; i++) Compute.Cpu.Convert.ToF32(GetHost(names[i], [width], WeightUse.Dense), 0, f.Slice(i * width, width));
+        return Place(all);
     }
 
     public Tensor? TryGet(string name, params long[] shape) => Contains(name) ? Get(name, shape) : null;

@@ -36,6 +36,8 @@ public sealed record BenchResult
     /// <summary>Managed bytes allocated per decoded token on the decoding thread.</summary>
     public required double AllocatedBytesPerTokenThread { get; init; }
     public required int[] FirstTokens { get; init; }
+    /// <summary>Sequences decoded together (throughputs are aggregate over them).</summary>
+    public int Batch { get; init; } = 1;
 }
 
 /// <summary>
@@ -45,17 +47,29 @@ public sealed record BenchResult
 /// </summary>
 public static class Benchmark
 {
-    public static BenchResult Run(string dir, int threads, DType? quant, int promptTokens, int genTokens, int repeats = 3, ulong seed = 1, bool copy = false)
+    /// <param name="device">the backend to run on (a GPU); null: a CPU backend with <paramref name="threads"/> threads.</param>
+    /// <param name="batch">sequences decoded together (the same prompt each; throughput is aggregate).</param>
+    public static BenchResult Run(string dir, int threads, DType? quant, int promptTokens, int genTokens, int repeats = 3, ulong seed = 1, bool copy = false,
+        IBackend? device = null, int batch = 1)
     {
         if (promptTokens < 1) throw new LlmArchInputException($"prompt tokens must be >= 1 (got {promptTokens})");
         if (genTokens < 1) throw new LlmArchInputException($"gen tokens must be >= 1 (got {genTokens})");
         if (threads < 1) throw new LlmArchInputException($"threads must be >= 1 (got {threads})");
         if (repeats < 1) throw new LlmArchInputException($"repeats must be >= 1 (got {repeats})");
-        using var pool = new CpuThreadPool(threads);
-        var backend = new CpuBackend(pool);
+        if (batch < 1) throw new LlmArchInputException($"batch must be >= 1 (got {batch})");
+        using var pool = device is null ? new CpuThreadPool(threads) : null;
+        var backend = device ?? new CpuBackend(pool);
         var sw = Stopwatch.StartNew();
         var model = ModelLoader.Load(dir, backend, new LoadOptions { Quantize = quant, Copy = copy });
-        double load = sw.Elapsed.TotalSeconds;
+        return Run(model, sw.Elapsed.TotalSeconds, promptTokens, genTokens, repeats, seed, batch) with { Model = dir, Threads = device is null ? threads : backend.Threads };
+    }
+
+    /// <summary>As <see cref="Run(string, int, DType?, int, int, int, ulong, bool, IBackend?, int)"/> on a model already built (random weights of a preset).</summary>
+    public static BenchResult Run(CausalLM model, double loadSeconds, int promptTokens, int genTokens, int repeats = 3, ulong seed = 1, int batch = 1)
+    {
+        if (promptTokens < 1 || genTokens < 1 || repeats < 1 || batch < 1) throw new LlmArchInputException("prompt tokens, gen tokens, repeats and batch must be >= 1");
+        var backend = model.Backend;
+        double load = loadSeconds;
         if (promptTokens + genTokens > model.MaxPositions)
             throw new LlmArchInputException($"{promptTokens} + {genTokens} tokens exceed max_position_embeddings {model.MaxPositions}");
 
@@ -64,14 +78,16 @@ public static class Benchmark
         var prompt = new int[promptTokens];
         for (int i = 0; i < prompt.Length; i++) prompt[i] = rng.Next(Math.Min(V, 32000));
         var row = new float[V];
-        var step = new int[1];
-        var cache = model.CreateCache(1, promptTokens + genTokens);
+        var step = new int[batch];
+        var cache = model.CreateCache(batch, promptTokens + genTokens);
+        // On a GPU the next tokens are picked on the device (only the ids come back).
+        using var sampler = backend.Fused<IFusedSampling>()?.CreateSampler(batch, V, DeviceSamplingOptions.Greedy);
 
         // Warm-up: let the JIT reach its optimized tier on every kernel (short runs, a pause for tier-up).
         for (int w = 0; w < 3; w++)
         {
-            cache.Position = 0;
-            Decode(model, cache, prompt.AsSpan(0, Math.Min(promptTokens, 32)), Math.Min(genTokens, 8), row, step, null);
+            for (int s = 0; s < cache.Slots; s++) cache.Clear(s);
+            Decode(model, cache, prompt.AsSpan(0, Math.Min(promptTokens, 32)), Math.Min(genTokens, 8), row, step, null, sampler);
             Thread.Sleep(150);
         }
 
@@ -80,8 +96,8 @@ public static class Benchmark
         int[] first = new int[Math.Min(genTokens, 16)];
         for (int r = 0; r < repeats; r++)
         {
-            cache.Position = 0;
-            var (p, d, aAll, aThread) = Decode(model, cache, prompt, genTokens, row, step, r == 0 ? first : null);
+            for (int s = 0; s < cache.Slots; s++) cache.Clear(s);
+            var (p, d, aAll, aThread) = Decode(model, cache, prompt, genTokens, row, step, r == 0 ? first : null, sampler);
             prefill.Add(p); decode.Add(d);
             if (r == 0) { allocAll = aAll; allocThread = aThread; }
         }
@@ -92,40 +108,57 @@ public static class Benchmark
         double bestPre = prefill.Min(), bestDec = decode.Min();
         return new BenchResult
         {
-            Model = dir, WeightDType = WeightDTypes(model), Threads = threads, PromptTokens = promptTokens, GenTokens = genTokens,
+            Model = model.Config.SourcePath, WeightDType = WeightDTypes(model), Threads = backend.Threads, PromptTokens = promptTokens, GenTokens = genTokens,
             Repeats = repeats, LoadSeconds = load,
-            PrefillTokensPerSecond = promptTokens / bestPre, PrefillTokensPerSecondMedian = promptTokens / Median(prefill),
-            PrefillGflopPerSecond = flops / bestPre / 1e9, PrefillFlops = flops,
-            DecodeTokensPerSecond = genTokens / bestDec, DecodeTokensPerSecondMedian = genTokens / Median(decode),
-            DecodeGBPerSecond = (weightBytes + kvBytes) * (double)genTokens / bestDec / 1e9,
+            PrefillTokensPerSecond = batch * promptTokens / bestPre, PrefillTokensPerSecondMedian = batch * promptTokens / Median(prefill),
+            PrefillGflopPerSecond = batch * flops / bestPre / 1e9, PrefillFlops = flops,
+            DecodeTokensPerSecond = batch * genTokens / bestDec, DecodeTokensPerSecondMedian = batch * genTokens / Median(decode),
+            DecodeGBPerSecond = (weightBytes + batch * kvBytes) * (double)genTokens / bestDec / 1e9, Batch = batch,
             WeightBytesPerToken = weightBytes, KvBytesPerToken = kvBytes,
             PeakRssBytes = PeakRss(), AllocatedBytesPerToken = (double)allocAll / genTokens,
             AllocatedBytesPerTokenThread = (double)allocThread / genTokens, FirstTokens = first,
         };
     }
 
-    /// <summary>Prefill then <paramref name="gen"/> greedy decode steps: (prefill s, decode s, bytes allocated all threads / this thread during decode).</summary>
+    /// <summary>Prefill then <paramref name="gen"/> greedy decode steps of step.Length sequences: (prefill s, decode s, bytes allocated all threads / this thread during decode).</summary>
     private static (double, double, long, long) Decode(CausalLM model, Blocks.ModelCache cache, ReadOnlySpan<int> prompt, int gen,
-        float[] row, int[] step, int[]? record)
+        float[] row, int[] step, int[]? record, DeviceSampler? sampler)
     {
+        int B = step.Length;
+        var ids = B == 1 ? prompt : Repeat(prompt, B);
         var sw = Stopwatch.StartNew();
-        var logits = model.Forward(prompt, 1, cache, lastOnly: true);
-        model.Backend.ToHost(logits, row);
-        int tok = Sampler.ArgMax(row);
+        var logits = model.Forward(ids, B, cache, lastOnly: true);
+        Pick(model, logits, row, step, sampler);
         double pre = sw.Elapsed.TotalSeconds;
         long a0 = GC.GetTotalAllocatedBytes(true), t0 = GC.GetAllocatedBytesForCurrentThread();
         sw.Restart();
         for (int i = 0; i < gen; i++)
         {
-            if (record is not null && i < record.Length) record[i] = tok;
-            step[0] = tok;
-            logits = model.Forward(step, 1, cache, lastOnly: true);
-            model.Backend.ToHost(logits, row);
-            tok = Sampler.ArgMax(row);
+            if (record is not null && i < record.Length) record[i] = step[0];
+            logits = model.Forward(step, B, cache, lastOnly: true);
+            Pick(model, logits, row, step, sampler);
         }
         double dec = sw.Elapsed.TotalSeconds;
         long t1 = GC.GetAllocatedBytesForCurrentThread(), a1 = GC.GetTotalAllocatedBytes(true);
         return (pre, dec, a1 - a0, t1 - t0);
+    }
+
+    private static int[] Repeat(ReadOnlySpan<int> prompt, int times)
+    {
+        var r = new int[prompt.Length * times];
+        for (int b = 0; b < times; b++) prompt.CopyTo(r.AsSpan(b * prompt.Length));
+        return r;
+    }
+
+    /// <summary>The greedy next token of each sequence: on the device when the backend samples there, else from the downloaded rows.</summary>
+    private static void Pick(CausalLM model, Compute.Tensor logits, float[] row, int[] step, DeviceSampler? sampler)
+    {
+        if (sampler is not null) { sampler.Sample(logits, step); return; }
+        for (int b = 0; b < step.Length; b++)
+        {
+            model.Backend.Download(logits, row, (long)b * row.Length);
+            step[b] = Sampler.ArgMax(row);
+        }
     }
 
     private static double Median(List<double> v)

@@ -43,7 +43,7 @@ public static class FixtureVerifier
         var cache = model.CreateCache(B, T);
         var logits = model.Forward(ids, B, cache);
         var got = new float[(long)B * T * V];
-        model.Backend.ToHost(logits, got);
+        model.Backend.Download(logits, got);
         double maxAbs = 0;
         for (long i = 0; i < got.Length; i++)
         {

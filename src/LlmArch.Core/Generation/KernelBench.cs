@@ -75,15 +75,19 @@ public static unsafe class KernelBench
         var lines = new List<Line>();
         var p = new AttentionParams { Scale = 1f / MathF.Sqrt(D) };
         {
-            var cache = new KvBuffer(1, context + 1, Hkv, D, D, ring: false);
+            var be = new CpuBackend(pool);
+            var cache = new KvCache(be, 1, context + 1, Hkv, D, D);
             Fill(cache.K, rng); Fill(cache.V!, rng);
-            var q = Rand(new Shape(1, 1, Hq, D), rng); var k = Rand(new Shape(1, 1, Hkv, D), rng); var v = Rand(new Shape(1, 1, Hkv, D), rng);
-            var o = Tensor.Zeros(DType.F32, new Shape(1, 1, Hq, D));
+            var batch = new StepBatch();
+            batch.Add(0, context, [0]);
+            be.Prepare(batch);
+            var q = Rand(new Shape(1, Hq, D), rng); var k = Rand(new Shape(1, Hkv, D), rng); var v = Rand(new Shape(1, Hkv, D), rng);
+            var o = Tensor.Zeros(DType.F32, new Shape(1, Hq, D));
             var times = new List<double>();
             for (int r = 0; r < 13; r++)
             {
                 var sw = Stopwatch.StartNew();
-                AttentionKernel.Run(pool, q, k, v, o, cache, context, p, path);
+                AttentionKernel.Run(pool, q, k, v, o, cache, batch, p, path);
                 if (r >= 3) times.Add(sw.Elapsed.TotalSeconds);
             }
             times.Sort();
@@ -91,14 +95,18 @@ public static unsafe class KernelBench
             lines.Add(new($"attention decode at {context} ({Hq}/{Hkv}x{D})", bytes / times[0] / 1e9, bytes / times[times.Count / 2] / 1e9, "GB/s"));
         }
         {
-            var cache = new KvBuffer(1, prompt, Hkv, D, D, ring: false);
-            var q = Rand(new Shape(1, prompt, Hq, D), rng); var k = Rand(new Shape(1, prompt, Hkv, D), rng); var v = Rand(new Shape(1, prompt, Hkv, D), rng);
-            var o = Tensor.Zeros(DType.F32, new Shape(1, prompt, Hq, D));
+            var be = new CpuBackend(pool);
+            var cache = new KvCache(be, 1, prompt, Hkv, D, D);
+            var batch = new StepBatch();
+            batch.Add(0, 0, new int[prompt]);
+            be.Prepare(batch);
+            var q = Rand(new Shape(prompt, Hq, D), rng); var k = Rand(new Shape(prompt, Hkv, D), rng); var v = Rand(new Shape(prompt, Hkv, D), rng);
+            var o = Tensor.Zeros(DType.F32, new Shape(prompt, Hq, D));
             var times = new List<double>();
             for (int r = 0; r < 6; r++)
             {
                 var sw = Stopwatch.StartNew();
-                AttentionKernel.Run(pool, q, k, v, o, cache, 0, p, path);
+                AttentionKernel.Run(pool, q, k, v, o, cache, batch, p, path);
                 if (r >= 1) times.Add(sw.Elapsed.TotalSeconds);
             }
             times.Sort();

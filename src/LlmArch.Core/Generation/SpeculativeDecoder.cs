@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using LlmArch.Blocks;
+using LlmArch.Compute;
 using LlmArch.Models;
 
 namespace LlmArch.Generation;
@@ -37,10 +38,10 @@ public sealed record SpeculativeStats(int PromptTokens, int GeneratedTokens, int
 /// <summary>
 /// Self-speculative greedy decoding with a model's own MTP head: the head drafts k tokens (chaining itself for
 /// k &gt; 1), the base model verifies [last token, drafts] in one forward, the longest agreeing prefix is kept plus the
-/// base model's own next token. Output is token-for-token the plain greedy output. Rollback: attention caches just
-/// reset Position (later slots are overwritten); recurrent states (Gated DeltaNet conv + delta-rule state) cannot be
-/// rewound, so they are snapshotted before each verification and, when a draft is rejected, restored and the
-/// accepted tokens re-run (one extra base forward over the accepted prefix, only on rejection).
+/// base model's own next token. Output is token-for-token the plain greedy output. Rollback goes through the cache
+/// protocol: <see cref="ModelCache.Checkpoint"/> before each verification, <see cref="ModelCache.Trim"/> after a
+/// rejection; attention caches keep the accepted prefix, recurrent states (Gated DeltaNet) return to the checkpoint and
+/// the accepted tokens run again (one extra base forward, only on rejection).
 /// </summary>
 public static class SpeculativeDecoder
 {
@@ -66,11 +67,12 @@ public static class SpeculativeDecoder
         var tokens = new List<int>(prompt);
         if (maxNew == 0) return (prompt.ToArray(), 0, new SpeculativeStats(P0, 0, 0, 0, 0, 0, 0, 0));
 
+        if (draftTokens >= AttentionSpec.RewindSlack)
+            throw new LlmArchInputException($"draft tokens must be below {AttentionSpec.RewindSlack} (got {draftTokens})");
         int V = model.VocabSize, C = draft.HiddenSize, k = draftTokens;
         int cap = total + k + 1;
-        var cache = model.CreateCache(1, cap);
-        var draftCache = draft.CreateDraftCache(cap);
-        var snapshot = cache.State.Select(s => s is IRestorableState r ? r.CreateLike() : null).ToArray();
+        using var cache = model.CreateCache(1, cap);
+        using var draftCache = draft.CreateDraftCache(cap);
         int maxT = Math.Max(P0, k + 1);
         var logits = new float[maxT * V];
         var hidden = new float[maxT * C];
@@ -96,7 +98,7 @@ public static class SpeculativeDecoder
         {
             // Draft k tokens: the head over the pending entries, then chained on its own output.
             int kk = Math.Min(k, total - tokens.Count);
-            int basePos = cache.Position; // the position of `next`, the last emitted token (not yet in the base cache)
+            int basePos = cache.Length(0); // the position of `next`, the last emitted token (not yet in the base cache)
             draft.ForwardDraft(hidden.AsSpan(0, entries * C), entryTokens.AsSpan(0, entries), draftCache, dLogits, dHidden);
             drafts[0] = ArgMax(dLogits.AsSpan((entries - 1) * V, V));
             dHidden.AsSpan((entries - 1) * C, C).CopyTo(chainHidden);
@@ -109,7 +111,7 @@ public static class SpeculativeDecoder
             drafted += kk;
 
             // Verify [next, d_1 .. d_kk] in one base forward.
-            for (int i = 0; i < cache.State.Length; i++) if (snapshot[i] is { } s) s.CopyFrom((IRestorableState)cache.State[i]!);
+            cache.Checkpoint(0);
             var verify = new int[kk + 1];
             verify[0] = next;
             drafts.AsSpan(0, kk).CopyTo(verify.AsSpan(1));
@@ -130,17 +132,15 @@ public static class SpeculativeDecoder
 
             if (m < kk)
             {
-                // Roll back: attention by position; recurrent states by restoring and re-running the accepted prefix.
+                // Roll back: attention caches by length; recurrent states return to the checkpoint before the verification
+                // and the accepted prefix runs again.
                 rollbacks++;
-                cache.Position = basePos;
-                bool recurrent = false;
-                for (int i = 0; i < cache.State.Length; i++)
-                    if (snapshot[i] is { } s) { ((IRestorableState)cache.State[i]!).CopyFrom(s); recurrent = true; }
-                if (recurrent) draft.ForwardBase(verify.AsSpan(0, m + 1), cache, logits, hidden);
-                else cache.Position = basePos + m + 1;
+                int kept = cache.Trim(0, basePos + m + 1);
+                if (kept < basePos) throw new InvalidOperationException($"the cache could not be rewound to {basePos} (kept {kept})");
+                if (kept < basePos + m + 1) draft.ForwardBase(verify.AsSpan(kept - basePos, basePos + m + 1 - kept), cache, logits, hidden);
             }
             // The head's chained entries used its own hidden; rewind it to the last entry built on base hidden states.
-            draftCache.Position -= kk - 1;
+            draftCache.Trim(0, draftCache.Length(0) - (kk - 1));
             // Pending head entries: (h at basePos + i, token basePos + i + 1) for i = 0..m.
             entries = m + 1;
             for (int i = 0; i < entries; i++) entryTokens[i] = tokens[basePos + i + 1];
@@ -155,5 +155,28 @@ public static class SpeculativeDecoder
         int best = 0;
         for (int i = 1; i < row.Length; i++) if (row[i] > row[best]) best = i;
         return best;
+    }
+}
+
+/// <summary>The base-model half of <see cref="IMtpDraft"/> and the call into a model's <see cref="MtpHead"/>, shared by the families that have one.</summary>
+public static class MtpDraft
+{
+    /// <summary>Runs ids through the model in slot 0 of cache; writes logits <c>[T, V]</c> and final hidden states <c>[T, C]</c>.</summary>
+    public static void ForwardBase(CausalLM model, ReadOnlySpan<int> ids, ModelCache cache, Span<float> logits, Span<float> hidden)
+    {
+        lock (model.StepLock)
+        {
+            var batch = new StepBatch();
+            batch.Add(0, cache.Length(0), ids);
+            var l = model.Forward(batch, cache, lastOnly: false, out var h);
+            model.Backend.Download(l, logits[..(ids.Length * model.VocabSize)]);
+            model.Backend.Download(h, hidden[..(ids.Length * model.HiddenSize)]);
+        }
+    }
+
+    public static void ForwardDraft(CausalLM model, MtpHead head, ReadOnlySpan<float> hidden, ReadOnlySpan<int> nextTokens, ModelCache draftCache,
+        Span<float> logits, Span<float> outHidden)
+    {
+        lock (model.StepLock) head.Forward(model.Backend, hidden, nextTokens, draftCache, logits, outHidden, model.VocabSize);
     }
 }

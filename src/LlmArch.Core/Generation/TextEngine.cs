@@ -42,8 +42,11 @@ public sealed record GenerationRequest
 /// <summary>An alternative token and its log-probability.</summary>
 public readonly record struct TokenLogprob(int Id, float Logprob);
 
-/// <summary>One generated token. <see cref="Finish"/> is set on the last token of the stream.</summary>
-public sealed record GeneratedToken(int Id, float Logprob, TokenLogprob[]? Top, FinishReason? Finish)
+/// <summary>
+/// One generated token. <see cref="Finish"/> is set on the last token of the stream; a stream that ends without a new
+/// token (cancelled, or no room left) ends with Id -1. A value type: the decode loop allocates nothing per token.
+/// </summary>
+public readonly record struct GeneratedToken(int Id, float Logprob, TokenLogprob[]? Top, FinishReason? Finish)
 {
     /// <summary>Tokens of the prompt that were taken from a cached prefix instead of being recomputed (first token only).</summary>
     public int CachedPromptTokens { get; init; }
@@ -87,6 +90,10 @@ public sealed record EngineOptions
     public int? Context { get; init; }
     /// <summary>Requests waiting for a slot before new ones are refused (<see cref="EngineBusyException"/>).</summary>
     public int MaxQueue { get; init; } = 256;
+    /// <summary>Most tokens one step processes (decode tokens plus prompt chunks): the prefill chunk size under load.</summary>
+    public int StepTokens { get; init; } = 512;
+    /// <summary>Called on the engine's thread before every step (tracing, pacing; tests use it to hold requests in flight).</summary>
+    public Action? BeforeStep { get; init; }
 }
 
 /// <summary>The engine's queue is full (the server answers 429).</summary>
@@ -94,8 +101,11 @@ public sealed class EngineBusyException(string message) : Exception(message);
 
 public static class TextEngine
 {
-    /// <summary>The engine for <paramref name="model"/>.</summary>
-    public static ITextEngine Create(CausalLM model, EngineOptions? options = null) => new SerialTextEngine(model, options ?? new EngineOptions());
+    /// <summary>The continuous-batching engine for <paramref name="model"/> (its cache is allocated here: slots x context).</summary>
+    public static ITextEngine Create(CausalLM model, EngineOptions? options = null) => new BatchingTextEngine(model, options ?? new EngineOptions());
+
+    /// <summary>The one-request-at-a-time reference engine (tests compare the batching engine with it).</summary>
+    public static ITextEngine CreateSerial(CausalLM model, EngineOptions? options = null) => new SerialTextEngine(model, options ?? new EngineOptions());
 }
 
 /// <summary>
@@ -181,7 +191,7 @@ internal sealed class SerialTextEngine : ITextEngine
             {
                 Interlocked.Increment(ref _steps);
                 if (ct.IsCancellationRequested) { writer.TryWrite(new GeneratedToken(-1, 0, null, FinishReason.Cancelled)); return; }
-                Model.Backend.ToHost(logits, row);
+                Model.Backend.Download(logits, row);
                 r.Constraint?.Mask(row);
                 int tok = sampler.Next(row, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(history));
                 var (lp, top) = r.Logprobs || r.TopLogprobs > 0 ? Logprobs.Of(row, tok, r.TopLogprobs) : (0f, null);

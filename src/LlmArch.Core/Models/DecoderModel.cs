@@ -23,6 +23,7 @@ public abstract class DecoderModel : CausalLM
 
     public override int VocabSize => Vocab;
     public override int MaxPositions => MaxPos;
+    public override int HiddenSize => Hidden;
     public override ArchitectureInfo Info => _info ??= Describe();
 
     /// <summary>Default for <c>tie_word_embeddings</c> when the config omits it (the family's config class default).</summary>
@@ -61,14 +62,9 @@ public abstract class DecoderModel : CausalLM
 
     protected virtual RopeTable? RopeFor(int layer, string? layerType) => SharedRope(layerType);
 
-    private readonly Dictionary<string, RopeTable> _ropes = new();
+    private RopeTables? _ropes;
     /// <summary>One RoPE table per layer type (layers of a type share it).</summary>
-    protected RopeTable SharedRope(string? layerType)
-    {
-        string key = layerType ?? "";
-        if (!_ropes.TryGetValue(key, out var t)) _ropes[key] = t = RotaryEmbedding.Create(Config, RopeParametersFor(layerType), HeadDim);
-        return t;
-    }
+    protected RopeTable SharedRope(string? layerType) => (_ropes ??= new RopeTables(Config, HeadDim, RopeParametersFor)).For(layerType);
 
     /// <summary>RoPE parameters of a layer type; families whose legacy config form maps to per-type parameters override it.</summary>
     protected virtual RopeParameters RopeParametersFor(string? layerType) => Config.RopeFor(layerType);
@@ -144,37 +140,39 @@ public abstract class DecoderModel : CausalLM
         return nope == 0 ? rope : nope == Stack.Length ? "NoPE" : $"{rope}; NoPE on {nope} of {Stack.Length} layers";
     }
 
-    public override ModelCache CreateCache(int batch, int maxTokens)
+    public override ModelCache CreateCache(int slots, int maxTokens)
     {
-        var cache = new ModelCache(Layers, batch, maxTokens);
-        for (int i = 0; i < Layers; i++)
-        {
-            cache.Kv[i] = Stack[i].Attention.CreateCache(batch, maxTokens);
-            Stack[i].Attention.Spec.Rope?.EnsurePositions(maxTokens); // sized once here, so decode steps never grow it
-        }
+        var cache = new ModelCache(Backend, Layers, slots, maxTokens);
+        for (int i = 0; i < Layers; i++) cache.Kv[i] = Stack[i].Attention.CreateCache(Backend, slots, maxTokens);
+        EnsureRope(maxTokens);
         return cache;
     }
 
-    protected Tensor EmbedInput(ReadOnlySpan<int> ids, int batch, int T)
+    /// <summary>Sizes the RoPE tables once per cache, so decode steps never grow them.</summary>
+    protected void EnsureRope(int maxTokens)
     {
-        var x = Backend.View(Backend.Embedding(EmbedTokens, ids), new Shape(batch, T, Hidden));
-        if (EmbedScale != 1f) Backend.ScaleInPlace(x, EmbedScale);
+        _ropes?.Ensure(Backend, maxTokens);
+        foreach (var l in Stack) l.Attention.Spec.Rope?.Ensure(Backend, maxTokens);
+    }
+
+    protected Tensor EmbedInput(StepBatch batch)
+    {
+        var x = Backend.Gather(EmbedTokens, batch.Ids!);
+        if (EmbedScale != 1f) x = Backend.Unary(x, UnaryOp.Affine, EmbedScale);
         return x;
     }
 
-    protected Tensor Head(Tensor x, int batch, int T, bool lastOnly)
+    protected override Tensor HiddenStates(StepBatch batch, ModelCache cache)
     {
-        x = FinalNorm.Forward(Backend, x);
-        if (lastOnly) x = LastPositions(x, batch, T);
-        var logits = Backend.Linear(x, LmHead);
-        if (FinalSoftcap > 0) Backend.SoftcapInPlace(logits, FinalSoftcap);
-        return logits;
+        var x = EmbedInput(batch);
+        for (int i = 0; i < Layers; i++) x = Stack[i].Forward(Backend, x, cache.Kv[i], batch);
+        return FinalNorm.Forward(Backend, x);
     }
 
-    protected override Tensor ForwardCore(ReadOnlySpan<int> ids, int batch, int T, ModelCache cache, bool lastOnly)
+    protected override Tensor Head(Tensor hidden)
     {
-        var x = EmbedInput(ids, batch, T);
-        for (int i = 0; i < Layers; i++) x = Stack[i].Forward(Backend, x, cache.Kv[i], cache.Position);
-        return Head(x, batch, T, lastOnly);
+        var logits = Backend.MatMul(hidden, LmHead);
+        if (FinalSoftcap > 0) logits = Backend.Unary(logits, UnaryOp.Softcap, FinalSoftcap);
+        return logits;
     }
 }

@@ -22,25 +22,12 @@ namespace LlmArch.Models;
 /// </summary>
 public sealed partial class DeepseekV3 : IMtpDraft
 {
-    private readonly MtpLayer? _mtp;
-    private bool _captureHidden;
-    private Tensor? _lastHidden;
-
-    private sealed class MtpLayer
-    {
-        public required RmsNorm ENorm { get; init; }
-        public required RmsNorm HNorm { get; init; }
-        public required Linear EhProj { get; init; }
-        public required DecoderLayer Layer { get; init; }
-        public required RmsNorm HeadNorm { get; init; }
-        public required Tensor Head { get; init; }
-        public long Parameters { get; init; }
-    }
+    private readonly MtpHead? _mtp;
 
     /// <summary>The MTP layer's weights as the model read them (not part of <see cref="CausalLM.Weights"/>' records).</summary>
     public IReadOnlyList<WeightRecord> DraftHeadWeights { get; private set; } = [];
 
-    private MtpLayer? LoadMtp(WeightSource w)
+    private MtpHead? LoadMtp(WeightSource w)
     {
         int n = Config.NumNextnPredictLayers ?? 0;
         if (n < 0) throw Config.Invalid("num_nextn_predict_layers", $"must be >= 0 (got {n})");
@@ -48,14 +35,15 @@ public sealed partial class DeepseekV3 : IMtpDraft
         if (n == 0 || !w.HasData || !w.Contains($"{p}.eh_proj.weight")) return null;
         var mw = new UncountedWeights(w);
         var head = mw.Contains($"{p}.shared_head.head.weight") ? mw.Get($"{p}.shared_head.head.weight", Vocab, Hidden) : LmHead;
-        var mtp = new MtpLayer
+        var mtp = new MtpHead
         {
-            ENorm = RmsNorm.Load(mw, $"{p}.enorm.weight", Hidden, Eps),
-            HNorm = RmsNorm.Load(mw, $"{p}.hnorm.weight", Hidden, Eps),
-            EhProj = Linear.Load(mw, $"{p}.eh_proj", 2 * Hidden, Hidden, false),
+            EmbedNorm = RmsNorm.Load(mw, $"{p}.enorm.weight", Hidden, Eps),
+            HiddenNorm = RmsNorm.Load(mw, $"{p}.hnorm.weight", Hidden, Eps),
+            Fc = Linear.Load(mw, $"{p}.eh_proj", 2 * Hidden, Hidden, false),
             Layer = LayerFrom(mw, Layers, p),
-            HeadNorm = RmsNorm.Load(mw, $"{p}.shared_head.norm.weight", Hidden, Eps),
-            Head = head,
+            FinalNorm = RmsNorm.Load(mw, $"{p}.shared_head.norm.weight", Hidden, Eps),
+            Embed = EmbedTokens,
+            LmHead = head,
             Parameters = mw.TotalParameters,
         };
         DraftHeadWeights = mw.Records;
@@ -63,71 +51,29 @@ public sealed partial class DeepseekV3 : IMtpDraft
     }
 
     public bool HasDraftHead => _mtp is not null;
-    public int HiddenSize => Hidden;
 
-    public ModelCache CreateDraftCache(int maxTokens)
-    {
-        var m = _mtp ?? throw NoHead();
-        var cache = new ModelCache(1, 1, maxTokens);
-        cache.Kv[0] = m.Layer.Attention.CreateCache(1, maxTokens);
-        m.Layer.Attention.Spec.Rope?.EnsurePositions(maxTokens);
-        return cache;
-    }
+    public ModelCache CreateDraftCache(int maxTokens) => (_mtp ?? throw NoHead()).CreateCache(Backend, maxTokens);
 
-    public void ForwardBase(ReadOnlySpan<int> ids, ModelCache cache, Span<float> logits, Span<float> hidden)
-    {
-        _captureHidden = true;
-        try
-        {
-            var l = Forward(ids, 1, cache);
-            Backend.ToHost(l, logits[..(ids.Length * Vocab)]);
-            Backend.ToHost(_lastHidden!, hidden[..(ids.Length * Hidden)]);
-        }
-        finally { _captureHidden = false; _lastHidden = null; }
-    }
+    public void ForwardBase(ReadOnlySpan<int> ids, ModelCache cache, Span<float> logits, Span<float> hidden) =>
+        MtpDraft.ForwardBase(this, ids, cache, logits, hidden);
 
-    public void ForwardDraft(ReadOnlySpan<float> hidden, ReadOnlySpan<int> nextTokens, ModelCache draftCache, Span<float> logits, Span<float> outHidden)
-    {
-        var m = _mtp ?? throw NoHead();
-        int T = nextTokens.Length;
-        if (draftCache.Position + T > draftCache.MaxTokens) throw new LlmArchInputException($"draft cache of {draftCache.MaxTokens} tokens is full");
-        foreach (int id in nextTokens)
-            if ((uint)id >= (uint)Vocab) throw new LlmArchInputException($"token id {id} is outside the vocabulary of {Vocab}");
-        var b = Backend;
-        b.ResetScratch();
-        var e = m.ENorm.Forward(b, b.Embedding(EmbedTokens, nextTokens));
-        var h = m.HNorm.Forward(b, b.FromHost(hidden[..(T * Hidden)], new Shape(T, Hidden)));
-        var x = b.View(m.EhProj.Forward(b, b.Concat(e, h)), new Shape(1, T, Hidden));
-        x = m.Layer.Forward(b, x, draftCache.Kv[0], draftCache.Position);
-        b.ToHost(x, outHidden[..(T * Hidden)]);
-        b.ToHost(b.Linear(m.HeadNorm.Forward(b, x), m.Head), logits[..(T * Vocab)]);
-        draftCache.Position += T;
-    }
+    public void ForwardDraft(ReadOnlySpan<float> hidden, ReadOnlySpan<int> nextTokens, ModelCache draftCache, Span<float> logits, Span<float> outHidden) =>
+        MtpDraft.ForwardDraft(this, _mtp ?? throw NoHead(), hidden, nextTokens, draftCache, logits, outHidden);
 
     private LlmArchInputException NoHead() =>
         new($"{Config.SourcePath}: this checkpoint has no multi-token-prediction layer (model.layers.{Layers}.eh_proj etc.; num_nextn_predict_layers {Config.NumNextnPredictLayers ?? 0})");
-
-    /// <summary>The plain forward, keeping the final-normed hidden states when <see cref="ForwardBase"/> asks for them.</summary>
-    protected override Tensor ForwardCore(ReadOnlySpan<int> ids, int batch, int T, ModelCache cache, bool lastOnly)
-    {
-        if (!_captureHidden) return base.ForwardCore(ids, batch, T, cache, lastOnly);
-        var x = EmbedInput(ids, batch, T);
-        for (int i = 0; i < Layers; i++) x = Stack[i].Forward(Backend, x, cache.Kv[i], cache.Position);
-        x = FinalNorm.Forward(Backend, x);
-        _lastHidden = x;
-        if (lastOnly) x = LastPositions(x, batch, T);
-        return Backend.Linear(x, LmHead);
-    }
 
     /// <summary>
     /// Reads through another weight source (same tensors, shape checks, FP8 scales, load-time quantization) but records
     /// into its own list, so a side module's weights are not counted as the model's parameters.
     /// </summary>
-    private sealed class UncountedWeights(WeightSource inner) : WeightSource
+    private sealed class UncountedWeights : WeightSource
     {
-        public override bool HasData => inner.HasData;
-        public override string Location => inner.Location;
-        public override bool Contains(string name) => inner.Contains(name);
-        protected override Tensor Fetch(string name, long[] expected) => inner.Get(name, expected, WeightUse.Dense, countAs: []);
+        private readonly WeightSource _inner;
+        public UncountedWeights(WeightSource inner) { _inner = inner; Backend = inner.Backend; }
+        public override bool HasData => _inner.HasData;
+        public override string Location => _inner.Location;
+        public override bool Contains(string name) => _inner.Contains(name);
+        protected override Tensor Fetch(string name, long[] expected) => _inner.GetHost(name, expected, WeightUse.Dense, countAs: []);
     }
 }

@@ -100,7 +100,7 @@ public sealed partial class DeepseekV3 : DecoderModel
         string p = $"{prefix}.mlp";
         var router = Linear.Load(w, $"{p}.gate", Hidden, _router.Experts, false);
         var bias = _router.CorrectionBias ? w.GetF32($"{p}.gate.e_score_correction_bias", _router.Experts) : null;
-        var experts = ExpertMlp.LoadPerExpert(w, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth, ExpertActivation.SwiGlu);
+        var experts = ExpertSet.LoadPerExpert(w, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth, ExpertActivation.SwiGlu);
         var shared = _shared > 0 ? MoeLayers.SharedExperts(w, $"{p}.shared_experts", Hidden, _expertWidth * _shared) : null;
         return new Moe(_router, router, bias, experts, shared) { Width = _expertWidth, SharedWidth = _expertWidth * _shared, SharedCount = _shared };
     }

@@ -53,7 +53,7 @@ public sealed class Gemma3 : DecoderModel
     /// <summary>The reference keeps the scale as a tensor in the embedding dtype: sqrt(64) is exact, sqrt(5376) is not in bf16.</summary>
     private static float ScaleInDType(float s, DType t) => t switch
     {
-        DType.BF16 => Compute.Cpu.Convert.BF16ToF32(Compute.Cpu.Convert.F32ToBF16(s)),
+        DType.BF16 => BFloat16Rounding.Round(s),
         DType.F16 => (float)(Half)s,
         _ => s,
     };
@@ -61,13 +61,7 @@ public sealed class Gemma3 : DecoderModel
     protected override string? LayerType(int i) => _types[i];
 
     /// <summary>Per-type parameters when given; the legacy form maps rope_local_base_freq to the sliding layers.</summary>
-    protected override RopeParameters RopeParametersFor(string? layerType)
-    {
-        if (Config.RopeParameters is { } map && layerType is not null && map.TryGetValue(layerType, out var r)) return r;
-        if (layerType == "sliding_attention")
-            return new RopeParameters { RopeType = "default", RopeTheta = Config.RopeLocalBaseFreq ?? 10000.0 };
-        return Config.RopeFor(null);
-    }
+    protected override RopeParameters RopeParametersFor(string? layerType) => LayerTypes.WithLocalBase(Config, layerType);
 
     protected override IModule BuildNorm(string name, int dim) => RmsNorm.Load(Weights, name, dim, Eps, offset: 1f);
 

@@ -1,7 +1,6 @@
 using LlmArch.Blocks;
 using LlmArch.Checkpoints;
 using LlmArch.Compute;
-using LlmArch.Compute.Cpu;
 
 namespace LlmArch.Models;
 
@@ -25,15 +24,17 @@ public sealed class Gemma3n : CausalLM
     private readonly RmsNorm _perLayerProjectionNorm, _norm;
     private readonly Linear[] _altupProjections, _altupUnembed;
     private readonly Layer[] _stack;
-    /// <summary>This step's (k, v) of each layer whose cache later layers share; valid within one forward.</summary>
-    private readonly (Tensor K, Tensor V)?[] _sharedKv;
+    private readonly KvShare _share;
+    private readonly RopeTables _ropes;
+    private readonly Tensor _pleVocabTensor;
 
     public override int VocabSize => _vocab;
     public override int MaxPositions => _maxPos;
+    public override int HiddenSize => _hidden;
     public override ArchitectureInfo Info { get; }
 
     /// <summary>Index of the layer whose KV cache layer i reads, or null when layer i computes its own.</summary>
-    public int? KvSourceOf(int i) => _stack[i].Source;
+    public int? KvSourceOf(int i) => _stack[i].Attention.Spec.KvSource;
     public int FfnWidth(int i) => _stack[i].Width;
 
     public Gemma3n(ModelConfig c, WeightSource w, IBackend b) : base(c, w, b)
@@ -55,14 +56,14 @@ public sealed class Gemma3n : CausalLM
         _eps = (float)(c.RmsNormEps ?? 1e-6);
         _softcap = (float)(c.FinalLogitSoftcapping ?? 0);
         int laurelRank = c.RequirePositive(c.LaurelRank ?? 64, "laurel_rank");
-        var types = c.CheckedLayerTypes(_layers) ?? throw c.Missing("layer_types");
+        var types = LayerTypes.Resolve(c, _layers, null, "sliding_attention", "full_attention") ?? throw c.Missing("layer_types");
         int shared = c.NumKvSharedLayers ?? 0;
         if (shared < 0 || shared >= _layers) throw c.Invalid("num_kv_shared_layers", $"must be in [0, {_layers}) (got {shared})");
         var widths = c.IntermediateSize ?? throw c.Missing("intermediate_size");
         if (widths.Length != 1 && widths.Length != _layers) throw c.Invalid("intermediate_size", $"has {widths.Length} entries for {_layers} layers");
         var sparsity = c.ActivationSparsityPattern ?? new double[_layers];
         if (sparsity.Length != _layers) throw c.Invalid("activation_sparsity_pattern", $"has {sparsity.Length} entries for {_layers} layers");
-        var act = Activations.Parse(c, c.HiddenActivation ?? c.HiddenAct ?? "gelu_pytorch_tanh", "hidden_activation");
+        var act = ExpertActivation.Of(Activations.Parse(c, c.HiddenActivation ?? c.HiddenAct ?? "gelu_pytorch_tanh", "hidden_activation"));
         float clip = (float)(c.AltupCoefClip ?? 0);
 
         // Multimodal checkpoints keep the text stack under model.language_model.
@@ -75,15 +76,17 @@ public sealed class Gemma3n : CausalLM
         _altupUnembed = Enumerable.Range(0, _n - 1).Select(i => Linear.Load(w, $"{p}.altup_unembed_projections.{i}", _hidden, _hidden, false)).ToArray();
 
         int firstShared = _layers - shared;
-        var ropes = new Dictionary<string, RopeTable>();
+        _ropes = new RopeTables(c, _headDim, t => RopeFor(c, t!));
         _stack = new Layer[_layers];
-        _sharedKv = new (Tensor, Tensor)?[_layers];
+        _share = new KvShare(_layers);
+        _pleVocabTensor = w.Place(Tensor.FromFloats([_pleVocab], new Shape(1), "vocab_size_per_layer_input"));
+        var sources = new HashSet<int>();
+        for (int i = firstShared; i < _layers && firstShared > 0; i++)
+            if (Array.LastIndexOf(types, types[i], firstShared - 1) is int src and >= 0) sources.Add(src);
         var infos = new List<LayerInfo>();
         for (int i = 0; i < _layers; i++)
         {
             string type = types[i];
-            if (type is not ("sliding_attention" or "full_attention"))
-                throw c.Invalid($"layer_types[{i}]", $"is '{type}'; expected sliding_attention or full_attention");
             int? source = null;
             if (i >= firstShared && firstShared > 0)
             {
@@ -91,13 +94,18 @@ public sealed class Gemma3n : CausalLM
                 if (s < 0) throw c.Invalid("num_kv_shared_layers", $"leaves shared layer {i} ({type}) with no earlier {type} layer to share the KV cache of");
                 source = s;
             }
-            if (!ropes.TryGetValue(type, out var rope)) ropes[type] = rope = RotaryEmbedding.Create(c, RopeFor(c, type), _headDim);
+            var rope = _ropes.For(type);
             int window = type == "sliding_attention" ? c.RequirePositive(c.SlidingWindow, "sliding_window") : 0;
             int width = c.RequirePositive(widths.Length == 1 ? widths[0] : widths[i], $"intermediate_size[{i}]");
             double sp = sparsity[i];
             if (!(sp >= 0 && sp < 1)) throw c.Invalid($"activation_sparsity_pattern[{i}]", $"must be in [0, 1) (got {sp})");
-            _stack[i] = new Layer(w, $"{p}.layers.{i}", this, rope, window, source, width,
-                sp > 0 ? (float)AltUpKernels.NormalInverseCdf((float)sp) : null, act, laurelRank, clip);
+            var spec = new AttentionSpec
+            {
+                Hidden = _hidden, Heads = _heads, KvHeads = _kvHeads, HeadDim = _headDim, QkNorm = QkNormKind.PerHead, NormEps = _eps,
+                ValueNorm = true, Scale = 1f, Rope = rope, Window = window, KvSource = source, KvShared = sources.Contains(i),
+            };
+            _stack[i] = new Layer(w, $"{p}.layers.{i}", this, spec, width,
+                sp > 0 ? (float)SpecialFunctions.NormalInverseCdf((float)sp) : null, act, laurelRank, clip);
             infos.Add(new LayerInfo
             {
                 Mixer = window > 0 ? MixerKind.Sliding : MixerKind.Full, Heads = _heads, KvHeads = _kvHeads, HeadDim = _headDim,
@@ -105,8 +113,6 @@ public sealed class Gemma3n : CausalLM
                 SharesKvOf = source, Ffn = FfnKind.Dense, FfnWidth = width,
             });
         }
-        // A layer whose cache is shared keeps every position: its consumers read it after it has appended.
-        for (int i = 0; i < _layers; i++) if (_stack[i].Source is int s) _stack[s].KeepsFullCache = true;
         _norm = RmsNorm.Load(w, $"{p}.norm.weight", _hidden, _eps);
         _lmHead = c.TieWordEmbeddings ?? true ? _embed : w.Get("lm_head.weight", _vocab, _hidden);
         Info = new ArchitectureInfo
@@ -126,52 +132,50 @@ public sealed class Gemma3n : CausalLM
         return type == "sliding_attention" ? new RopeParameters { RopeType = "default", RopeTheta = c.RopeLocalBaseFreq ?? 10000.0 } : r;
     }
 
-    public override ModelCache CreateCache(int batch, int maxTokens)
+    public override ModelCache CreateCache(int slots, int maxTokens)
     {
-        var cache = new ModelCache(_layers, batch, maxTokens);
+        var cache = new ModelCache(Backend, _layers, slots, maxTokens);
+        for (int i = 0; i < _layers; i++) cache.Kv[i] = _stack[i].Attention.CreateCache(Backend, slots, maxTokens);
+        // Consumers point at their source's storage: they own none, and ModelCache.Bytes counts each once.
         for (int i = 0; i < _layers; i++)
-            if (_stack[i].Source is null) cache.Kv[i] = _stack[i].CreateCache(batch, maxTokens);
-        // Consumers point at their source's buffer: they own none, and ModelCache.Bytes counts each buffer once.
-        for (int i = 0; i < _layers; i++)
-            if (_stack[i].Source is int s) cache.Kv[i] = cache.Kv[s];
+            if (_stack[i].Attention.Spec.KvSource is int s) cache.Kv[i] = cache.Kv[s];
+        _ropes.Ensure(Backend, maxTokens);
         return cache;
     }
 
-    protected override Tensor ForwardCore(ReadOnlySpan<int> ids, int batch, int T, ModelCache cache, bool lastOnly)
+    protected override Tensor HiddenStates(StepBatch batch, ModelCache cache)
     {
         var b = Backend;
-        int rows = batch * T, C = _hidden;
-        var x = b.Embedding(_embed, ids); // [rows, C]
-        b.ScaleInPlace(x, MathF.Sqrt(C));
+        int rows = batch.Tokens, C = _hidden;
+        var x = b.Unary(b.Gather(_embed, batch.Ids!), UnaryOp.Affine, MathF.Sqrt(C)); // [rows, C]
 
         // Per-layer inputs: (norm(proj(x) / sqrt(C)) + table[id] * sqrt(P)) / sqrt(2), [rows, L*P].
-        Span<int> pleIds = rows <= 4096 ? stackalloc int[rows] : new int[rows];
-        for (int i = 0; i < rows; i++) pleIds[i] = ids[i] < _pleVocab ? ids[i] : 0; // ids past the PLE vocab (multimodal) read row 0
-        var pleTable = b.Embedding(_embedPerLayer, pleIds);
-        b.ScaleInPlace(pleTable, MathF.Sqrt(_ple));
-        var proj = _perLayerModelProjection.Forward(b, x);
-        b.ScaleInPlace(proj, 1f / MathF.Sqrt(C));
+        // Ids past the PLE vocabulary (multimodal tokens) read row 0: id · (id < V).
+        var idf = b.Cast(batch.Ids!, DType.F32);
+        var pleIds = b.Cast(b.Binary(idf, b.Binary(idf, b.Binary(idf, _pleVocabTensor, BinaryOp.GreaterEqual), BinaryOp.Mul), BinaryOp.Sub), DType.I32);
+        var pleTable = b.Unary(b.Gather(_embedPerLayer, pleIds), UnaryOp.Affine, MathF.Sqrt(_ple));
+        var proj = b.Unary(_perLayerModelProjection.Forward(b, x), UnaryOp.Affine, 1f / MathF.Sqrt(C));
         proj = b.View(_perLayerProjectionNorm.Forward(b, b.View(proj, new Shape(rows * _layers, _ple))), new Shape(rows, _layers * _ple));
-        var perLayer = b.Add(proj, pleTable);
-        b.ScaleInPlace(perLayer, 1f / MathF.Sqrt(2f));
+        var perLayer = b.Unary(b.Binary(proj, pleTable, BinaryOp.Add), UnaryOp.Affine, 1f / MathF.Sqrt(2f));
 
         // Stream 0 is the embedding; the others are its projections rescaled to its magnitude.
         var streams = x;
-        foreach (var ap in _altupProjections) streams = b.Concat(streams, b.MatchMagnitude(ap.Forward(b, x), x, 1e-5f));
+        foreach (var ap in _altupProjections) streams = b.Concat(streams, AltUp.MatchMagnitude(b, ap.Forward(b, x), x, 1e-5f));
 
-        Array.Clear(_sharedKv);
+        _share.Clear();
         for (int i = 0; i < _layers; i++)
-            streams = _stack[i].Forward(b, streams, b.Slice(perLayer, i * _ple, _ple), batch, T, cache.Kv[i], cache.Position, i);
+            streams = _stack[i].Forward(b, streams, b.Slice(perLayer, i * _ple, _ple), cache.Kv[i], batch, _share, i);
 
         var s0 = b.Slice(streams, 0, C);
         var sum = b.Slice(streams, 0, C);
-        for (int i = 1; i < _n; i++) b.AddInPlace(sum, b.MatchMagnitude(_altupUnembed[i - 1].Forward(b, b.Slice(streams, i * C, C)), s0, 1e-5f));
-        b.ScaleInPlace(sum, 1f / _n);
-        var h = b.View(_norm.Forward(b, sum), new Shape(batch, T, C));
-        if (lastOnly) h = LastPositions(h, batch, T);
-        var logits = b.Linear(h, _lmHead);
-        if (_softcap > 0) b.SoftcapInPlace(logits, _softcap);
-        return logits;
+        for (int i = 1; i < _n; i++) b.BinaryInPlace(sum, AltUp.MatchMagnitude(b, _altupUnembed[i - 1].Forward(b, b.Slice(streams, i * C, C)), s0, 1e-5f), BinaryOp.Add);
+        return _norm.Forward(b, b.Unary(sum, UnaryOp.Affine, 1f / _n));
+    }
+
+    protected override Tensor Head(Tensor hidden)
+    {
+        var logits = Backend.MatMul(hidden, _lmHead);
+        return _softcap > 0 ? Backend.Unary(logits, UnaryOp.Softcap, _softcap) : logits;
     }
 
     /// <summary>One Gemma 3n decoder layer with its AltUp, LAuReL, attention, MLP and PLE gate.</summary>
@@ -179,48 +183,33 @@ public sealed class Gemma3n : CausalLM
     {
         private readonly Gemma3n _m;
         private readonly RmsNorm _inputNorm, _postAttnNorm, _preFfnNorm, _postFfnNorm, _postPleNorm, _routerNorm, _laurelNorm;
-        private readonly RmsNorm _qNorm, _kNorm, _vNorm;
-        private readonly Linear _q, _o, _gate, _up, _down, _router, _predictionCoefs, _correctionCoefs, _laurelLeft, _laurelRight, _pleGate, _pleProjection;
-        private readonly Linear? _k, _v;
+        private readonly Linear _gate, _up, _down, _router, _predictionCoefs, _correctionCoefs, _laurelLeft, _laurelRight, _pleGate, _pleProjection;
         private readonly Tensor _correctOutputScale;
-        private readonly RopeTable _rope;
-        private readonly int _window;
         private readonly float? _stdMultiplier;
-        private readonly Activation _act;
-        public int? Source { get; }
+        private readonly ExpertActivation _act;
+        public SelfAttention Attention { get; }
         public int Width { get; }
-        public bool KeepsFullCache { get; set; }
 
-        public Layer(WeightSource w, string p, Gemma3n m, RopeTable rope, int window, int? source, int width, float? stdMultiplier,
-            Activation act, int laurelRank, float clip)
+        public Layer(WeightSource w, string p, Gemma3n m, AttentionSpec attention, int width, float? stdMultiplier,
+            ExpertActivation act, int laurelRank, float clip)
         {
-            _m = m; _rope = rope; _window = window; Source = source; Width = width; _stdMultiplier = stdMultiplier; _act = act;
-            int C = m._hidden, n = m._n, hd = m._headDim;
+            _m = m; Width = width; _stdMultiplier = stdMultiplier; _act = act;
+            int C = m._hidden, n = m._n;
             float eps = m._eps;
             _inputNorm = RmsNorm.Load(w, $"{p}.input_layernorm.weight", C, eps);
             _postAttnNorm = RmsNorm.Load(w, $"{p}.post_attention_layernorm.weight", C, eps);
             _preFfnNorm = RmsNorm.Load(w, $"{p}.pre_feedforward_layernorm.weight", C, eps);
             _postFfnNorm = RmsNorm.Load(w, $"{p}.post_feedforward_layernorm.weight", C, eps);
-            _q = Linear.Load(w, $"{p}.self_attn.q_proj", C, m._heads * hd, false);
-            _o = Linear.Load(w, $"{p}.self_attn.o_proj", m._heads * hd, C, false);
-            _qNorm = RmsNorm.Load(w, $"{p}.self_attn.q_norm.weight", hd, eps);
-            _vNorm = new RmsNorm(null, eps);
-            if (source is null)
-            {
-                _k = Linear.Load(w, $"{p}.self_attn.k_proj", C, m._kvHeads * hd, false);
-                _v = Linear.Load(w, $"{p}.self_attn.v_proj", C, m._kvHeads * hd, false);
-                _kNorm = RmsNorm.Load(w, $"{p}.self_attn.k_norm.weight", hd, eps);
-            }
-            else _kNorm = _vNorm; // unused: a KV-sharing layer reads its source's keys (its own k/v weights, if stored, are ignored)
+            Attention = new SelfAttention(w, $"{p}.self_attn", attention);
             _gate = Linear.Load(w, $"{p}.mlp.gate_proj", C, width, false);
             _up = Linear.Load(w, $"{p}.mlp.up_proj", C, width, false);
             _down = Linear.Load(w, $"{p}.mlp.down_proj", width, C, false);
             _router = Linear.Load(w, $"{p}.altup.modality_router", C, n, false);
             _routerNorm = RmsNorm.Load(w, $"{p}.altup.router_norm.weight", C, eps);
             _predictionCoefs = Linear.Load(w, $"{p}.altup.prediction_coefs", n, n * n, false);
-            var corr = w.Get($"{p}.altup.correction_coefs.weight", n, n);
+            var corr = w.GetHost($"{p}.altup.correction_coefs.weight", [n, n]);
             // The reference clamps the correction coefficients to ±altup_coef_clip before every use.
-            _correctionCoefs = new Linear(clip > 0 ? HybridWeightTransforms.ClampF32(corr, clip) : corr, null);
+            _correctionCoefs = new Linear(w.Place(clip > 0 ? HybridWeightTransforms.ClampF32(corr, clip) : corr), null);
             _correctOutputScale = w.GetF32($"{p}.altup.correct_output_scale", C);
             _laurelLeft = Linear.Load(w, $"{p}.laurel.linear_left", C, laurelRank, false);
             _laurelRight = Linear.Load(w, $"{p}.laurel.linear_right", laurelRank, C, false);
@@ -230,68 +219,38 @@ public sealed class Gemma3n : CausalLM
             _postPleNorm = RmsNorm.Load(w, $"{p}.post_per_layer_input_norm.weight", C, eps);
         }
 
-        public KvBuffer CreateCache(int batch, int maxTokens)
-        {
-            bool ring = !KeepsFullCache && _window > 0 && _window < maxTokens;
-            return new KvBuffer(batch, ring ? _window : maxTokens, _m._kvHeads, _m._headDim, _m._headDim, ring);
-        }
-
         /// <summary>tanh(router(norm(x) / C)): per-token mixing weights of the streams, [rows, N].</summary>
         private Tensor Modalities(IBackend b, Tensor x)
         {
-            var r = _routerNorm.Forward(b, x);
-            b.ScaleInPlace(r, 1f / _m._hidden);
-            var y = _router.Forward(b, r);
-            b.SoftcapInPlace(y, 1f); // cap·tanh(x/cap) with cap 1 is tanh
-            return y;
+            var r = b.Unary(_routerNorm.Forward(b, x), UnaryOp.Affine, 1f / _m._hidden);
+            return b.Unary(_router.Forward(b, r), UnaryOp.Tanh);
         }
 
         /// <summary>streams <c>[rows, N*C]</c> → updated streams; perLayer <c>[rows, P]</c>.</summary>
-        public Tensor Forward(IBackend b, Tensor streams, Tensor perLayer, int B, int T, KvBuffer? cache, int startPos, int index)
+        public Tensor Forward(IBackend b, Tensor streams, Tensor perLayer, KvCache? cache, StepBatch batch, KvShare share, int index)
         {
             int C = _m._hidden, n = _m._n, a = _m._active;
-            var predictions = b.AltUpPredict(streams, _predictionCoefs.Forward(b, Modalities(b, b.Slice(streams, a * C, C))), n);
+            var predictions = AltUp.Predict(b, streams, _predictionCoefs.Forward(b, Modalities(b, b.Slice(streams, a * C, C))), n);
             var active = b.Slice(predictions, a * C, C);
             var normed = _inputNorm.Forward(b, active);
-            var laurel = b.Add(normed, _laurelNorm.Forward(b, _laurelRight.Forward(b, _laurelLeft.Forward(b, normed))));
+            var laurel = b.Binary(normed, _laurelNorm.Forward(b, _laurelRight.Forward(b, _laurelLeft.Forward(b, normed))), BinaryOp.Add);
 
-            var attn = _postAttnNorm.Forward(b, Attention(b, normed, B, T, cache, startPos, index));
-            var h = b.Add(active, attn);
-            b.AddInPlace(h, laurel);
-            b.ScaleInPlace(h, 1f / MathF.Sqrt(2f));
+            var attn = _postAttnNorm.Forward(b, Attention.Forward(b, normed, cache, batch, share, index));
+            var h = b.Binary(active, attn, BinaryOp.Add);
+            b.BinaryInPlace(h, laurel, BinaryOp.Add);
+            h = b.Unary(h, UnaryOp.Affine, 1f / MathF.Sqrt(2f));
 
             var f = _preFfnNorm.Forward(b, h);
             var gate = _gate.Forward(b, f);
-            if (_stdMultiplier is float k) gate = b.GaussianTopK(gate, k);
-            f = _postFfnNorm.Forward(b, _down.Forward(b, b.Gated(gate, _up.Forward(b, f), _act)));
-            b.AddInPlace(h, f);
+            if (_stdMultiplier is float k) gate = AltUp.GaussianTopK(b, gate, k);
+            f = _postFfnNorm.Forward(b, _down.Forward(b, b.Glu(gate, _up.Forward(b, f), _act)));
+            b.BinaryInPlace(h, f, BinaryOp.Add);
 
-            var corrected = b.AltUpCorrect(predictions, h, _correctionCoefs.Forward(b, Modalities(b, h)), n, a);
+            var corrected = AltUp.Correct(b, predictions, h, _correctionCoefs.Forward(b, Modalities(b, h)), n, a);
             var first = b.Slice(corrected, a * C, C);
-            if (_m._correctScale) first = b.Mul(first, _correctOutputScale);
-            var g = b.Gated(_pleGate.Forward(b, first), perLayer, _act);
-            b.AddToStreams(corrected, _postPleNorm.Forward(b, _pleProjection.Forward(b, g)), n, 1);
-            return corrected;
-        }
-
-        private Tensor Attention(IBackend b, Tensor x, int B, int T, KvBuffer? cache, int startPos, int index)
-        {
-            int hd = _m._headDim, kv = _m._kvHeads;
-            var q = _qNorm.Forward(b, b.View(_q.Forward(b, x), new Shape(B, T, _m._heads, hd)));
-            b.Rope(q, startPos, _rope, false);
-            Tensor k, v;
-            if (Source is int s)
-                (k, v) = _m._sharedKv[s] ?? throw new InvalidOperationException($"layer {index} reads the KV of layer {s}, which has not run");
-            else
-            {
-                k = _kNorm.Forward(b, b.View(_k!.Forward(b, x), new Shape(B, T, kv, hd)));
-                b.Rope(k, startPos, _rope, false);
-                v = _vNorm.Forward(b, b.View(_v!.Forward(b, x), new Shape(B, T, kv, hd)));
-                if (KeepsFullCache) _m._sharedKv[index] = (k, v);
-            }
-            // A consumer passes its source's cache and the source's new rows: the append rewrites identical values.
-            var o = b.Attention(q, k, v, cache, startPos, new AttentionParams { Scale = 1f, Window = _window });
-            return _o.Forward(b, b.View(o, new Shape(B * T, _m._heads * hd)));
+            if (_m._correctScale) first = b.Binary(first, _correctOutputScale, BinaryOp.Mul);
+            var g = b.Glu(_pleGate.Forward(b, first), perLayer, _act);
+            return AltUp.AddToStreams(b, corrected, _postPleNorm.Forward(b, _pleProjection.Forward(b, g)), n, 1);
         }
     }
 }

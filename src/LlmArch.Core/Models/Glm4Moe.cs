@@ -45,7 +45,7 @@ public sealed class Glm4Moe : DecoderModel
         string p = $"{prefix}.mlp";
         var router = Linear.Load(Weights, $"{p}.gate", Hidden, _router.Experts, false);
         var bias = Weights.GetF32($"{p}.gate.e_score_correction_bias", _router.Experts);
-        var experts = ExpertMlp.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth, ExpertActivation.SwiGlu);
+        var experts = ExpertSet.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth, ExpertActivation.SwiGlu);
         var shared = _shared > 0 ? MoeLayers.SharedExperts(Weights, $"{p}.shared_experts", Hidden, _expertWidth * _shared) : null;
         return new Moe(_router, router, bias, experts, shared) { Width = _expertWidth, SharedWidth = _expertWidth * _shared, SharedCount = _shared };
     }

@@ -1,7 +1,6 @@
 using LlmArch.Blocks;
 using LlmArch.Checkpoints;
 using LlmArch.Compute;
-using LlmArch.Compute.Cpu;
 
 namespace LlmArch.Models;
 
@@ -41,11 +40,11 @@ public sealed class Gpt2 : CausalLM
         for (int i = 0; i < _layers; i++)
         {
             string h = $"{p}h.{i}";
-            var cAttn = w.Get($"{h}.attn.c_attn.weight", _hidden, 3 * _hidden);
-            var cAttnB = w.Get($"{h}.attn.c_attn.bias", 3 * _hidden);
-            Linear Part(int k) => new(WeightTransforms.TransposeRows(cAttn, k * _hidden, _hidden), WeightTransforms.SliceF32(cAttnB, k * _hidden, _hidden));
+            var cAttn = w.GetHost($"{h}.attn.c_attn.weight", [_hidden, 3 * _hidden]);
+            var cAttnB = w.GetHost($"{h}.attn.c_attn.bias", [3 * _hidden]);
+            Linear Part(int k) => new(w.Place(WeightTransforms.TransposeRows(cAttn, k * _hidden, _hidden)), w.Place(WeightTransforms.SliceF32(cAttnB, k * _hidden, _hidden)));
             Linear Conv(string name, int inF, int outF) =>
-                new(WeightTransforms.TransposeRows(w.Get($"{name}.weight", inF, outF), 0, outF), w.GetF32($"{name}.bias", outF));
+                new(w.Place(WeightTransforms.TransposeRows(w.GetHost($"{name}.weight", [inF, outF]), 0, outF)), w.GetF32($"{name}.bias", outF));
             float scale = (c.ScaleAttnWeights ?? true ? 1f / MathF.Sqrt(headDim) : 1f) / (c.ScaleAttnByInverseLayerIdx == true ? i + 1 : 1);
             var spec = new AttentionSpec { Hidden = _hidden, Heads = _heads, KvHeads = _heads, HeadDim = headDim, Scale = scale };
             _stack[i] = new DecoderLayer
@@ -66,24 +65,23 @@ public sealed class Gpt2 : CausalLM
         };
     }
 
-    public override ModelCache CreateCache(int batch, int maxTokens)
+    public override int HiddenSize => _hidden;
+
+    public override ModelCache CreateCache(int slots, int maxTokens)
     {
-        var cache = new ModelCache(_layers, batch, maxTokens);
-        for (int i = 0; i < _layers; i++) cache.Kv[i] = _stack[i].Attention.CreateCache(batch, maxTokens);
+        var cache = new ModelCache(Backend, _layers, slots, maxTokens);
+        for (int i = 0; i < _layers; i++) cache.Kv[i] = _stack[i].Attention.CreateCache(Backend, slots, maxTokens);
         return cache;
     }
 
-    protected override Tensor ForwardCore(ReadOnlySpan<int> ids, int batch, int T, ModelCache cache, bool lastOnly)
+    protected override Tensor HiddenStates(StepBatch batch, ModelCache cache)
     {
         var b = Backend;
-        var x = b.View(b.Embedding(_wte, ids), new Shape(batch, T, _hidden));
-        Span<int> pos = T <= 1024 ? stackalloc int[T] : new int[T];
-        for (int t = 0; t < T; t++) pos[t] = cache.Position + t;
-        var pe = b.Embedding(_wpe, pos);
-        b.AddInPlace(x, pe); // [B, T, C] += [T, C], broadcast over the batch
-        for (int i = 0; i < _layers; i++) x = _stack[i].Forward(b, x, cache.Kv[i], cache.Position);
-        x = _lnF.Forward(b, x);
-        if (lastOnly) x = LastPositions(x, batch, T);
-        return b.Linear(x, _lmHead);
+        var x = b.Gather(_wte, batch.Ids!);
+        b.BinaryInPlace(x, b.Gather(_wpe, batch.Positions!), BinaryOp.Add);
+        for (int i = 0; i < _layers; i++) x = _stack[i].Forward(b, x, cache.Kv[i], batch);
+        return _lnF.Forward(b, x);
     }
+
+    protected override Tensor Head(Tensor hidden) => Backend.MatMul(hidden, _lmHead);
 }

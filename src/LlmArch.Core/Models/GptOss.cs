@@ -66,10 +66,10 @@ public sealed class GptOss : DecoderModel
         else
         {
             // Stored [E, in, out] (the reference multiplies x @ W): transposed once into [E, out, in].
-            gateUp = StackedWeightTransforms.TransposedView(Weights.Get($"{x}.gate_up_proj", [E, C, 2 * I], use));
-            down = StackedWeightTransforms.TransposedView(Weights.Get($"{x}.down_proj", [E, I, C], use));
+            gateUp = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{x}.gate_up_proj", [E, C, 2 * I], use)));
+            down = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{x}.down_proj", [E, I, C], use)));
         }
-        var routed = ExpertMlp.FromStacked(gateUp, Weights.GetF32($"{x}.gate_up_proj_bias", E, 2 * I),
+        var routed = ExpertSet.FromStacked(gateUp, Weights.GetF32($"{x}.gate_up_proj_bias", E, 2 * I),
             down, Weights.GetF32($"{x}.down_proj_bias", E, C), _act, interleaved: true);
         var router = Linear.Load(Weights, $"{p}.router", C, E, bias: true);
         return new Moe(_router, router, null, routed) { Width = I };
@@ -86,14 +86,11 @@ public sealed class GptOss : DecoderModel
     {
         int groups = cols / 32;
         string bn = $"{prefix}.{proj}_blocks", sn = $"{prefix}.{proj}_scales";
-        var blocks = Weights.Get(bn, [E, rows, groups, 16], use, countAs: [E, rows, cols]); // 4-bit pairs count as their values
-        var scales = Weights.Get(sn, [E, rows, groups], use, countAs: []); // quantization scales are not parameters
+        var blocks = Weights.GetHost(bn, [E, rows, groups, 16], use, countAs: [E, rows, cols]); // 4-bit pairs count as their values
+        var scales = Weights.GetHost(sn, [E, rows, groups], use, countAs: []); // quantization scales are not parameters
         if (blocks.DType != DType.U8) throw new CheckpointFormatException($"{Weights.Location}: tensor '{bn}' is {blocks.DType}; expected U8 (packed e2m1 pairs)");
         if (scales.DType != DType.U8) throw new CheckpointFormatException($"{Weights.Location}: tensor '{sn}' is {scales.DType}; expected U8 (e8m0 exponents)");
-        return new Tensor(DType.MXFP4, new Shape(E, rows, cols), blocks.Ptr, blocks.Owner, $"{prefix}.{proj}")
-        {
-            Scales = scales, ScaleBlock = (1, 32),
-        };
+        return Weights.Place(BlockScales.Attach(new Tensor(DType.MXFP4, new Shape(E, rows, cols), blocks.Ptr, blocks.Owner, $"{prefix}.{proj}"), scales, 1, 32));
     }
 
     protected override ArchitectureInfo Describe() => base.Describe().WithFfns(Stack) with

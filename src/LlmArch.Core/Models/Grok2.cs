@@ -74,24 +74,20 @@ public sealed class Grok2 : DecoderModel
     {
         string p = $"{prefix}.block_sparse_moe";
         var router = Linear.Load(Weights, $"{p}.gate", Hidden, _router.Experts, false);
-        var experts = ExpertMlp.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth,
+        var experts = ExpertSet.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth,
             ExpertActivation.GeGluTanh, gate: "w1", up: "w3", down: "w2");
         var moe = new Moe(_router, router, null, experts) { Width = _expertWidth };
         if (!_residualMoe) return moe;
         int width = IntermediateFor(i);
-        var dense = GatedMlp.Load(Weights, $"{prefix}.mlp", Hidden, width, Compute.Cpu.Activation.GeluTanh);
+        var dense = GatedMlp.Load(Weights, $"{prefix}.mlp", Hidden, width, UnaryOp.GeluTanh);
         return new DenseAndMoe(dense, width, moe, 1f / MathF.Sqrt(2f));
     }
 
-    protected override Tensor ForwardCore(ReadOnlySpan<int> ids, int batch, int T, ModelCache cache, bool lastOnly)
+    protected override Tensor Head(Tensor hidden)
     {
-        var x = EmbedInput(ids, batch, T);
-        for (int i = 0; i < Layers; i++) x = Stack[i].Forward(Backend, x, cache.Kv[i], cache.Position);
-        x = FinalNorm.Forward(Backend, x);
-        if (lastOnly) x = LastPositions(x, batch, T);
-        var logits = Backend.Linear(x, LmHead);
-        if (_outputScale != 1f) Backend.ScaleInPlace(logits, _outputScale);
-        if (FinalSoftcap > 0) Backend.SoftcapInPlace(logits, FinalSoftcap);
+        var logits = Backend.MatMul(hidden, LmHead);
+        if (_outputScale != 1f) logits = Backend.Unary(logits, UnaryOp.Affine, _outputScale);
+        if (FinalSoftcap > 0) logits = Backend.Unary(logits, UnaryOp.Softcap, FinalSoftcap);
         return logits;
     }
 

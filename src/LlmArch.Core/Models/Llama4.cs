@@ -122,9 +122,9 @@ public sealed class Llama4 : DecoderModel
         int width = IntermediateFor(i);
         var use = WeightUse.Expert(spec.TopK, experts);
         // Stored [E, in, out] (the reference multiplies x @ W): transposed once into [E, out, in].
-        var gateUp = StackedWeightTransforms.TransposedView(Weights.Get($"{p}.experts.gate_up_proj", [experts, Hidden, 2 * width], use));
-        var down = StackedWeightTransforms.TransposedView(Weights.Get($"{p}.experts.down_proj", [experts, width, Hidden], use));
-        var routed = ExpertMlp.FromStacked(gateUp, null, down, null, ExpertAct(), interleaved: false);
+        var gateUp = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{p}.experts.gate_up_proj", [experts, Hidden, 2 * width], use)));
+        var down = Weights.Place(StackedWeightTransforms.TransposedView(Weights.GetHost($"{p}.experts.down_proj", [experts, width, Hidden], use)));
+        var routed = ExpertSet.FromStacked(gateUp, null, down, null, ExpertAct(), interleaved: false);
         var shared = GatedMlp.Load(Weights, $"{p}.shared_expert", Hidden, width, act);
         return new Moe(spec, Linear.Load(Weights, $"{p}.router", Hidden, experts, false), null, routed, shared)
         { Width = width, SharedWidth = width, SharedCount = 1 };
@@ -143,21 +143,16 @@ public sealed class Llama4 : DecoderModel
     private sealed class TemperatureTunedAttention(WeightSource w, string prefix, AttentionSpec s, float floorScale, float attnScale)
         : SelfAttention(w, prefix, s)
     {
-        private float[] _scale = [];
+        private readonly Tensor _floorScale = w.Place(Tensor.FromFloats([floorScale], new Shape(1), "floor_scale"));
 
-        protected override Tensor AdjustQuery(IBackend b, Tensor q, int startPos)
+        /// <summary>q · (log1p(floor((p + 1) / floor_scale)) · attn_scale + 1), per token position p, computed on the device.</summary>
+        protected override Tensor AdjustQuery(IBackend b, Tensor q, StepBatch batch)
         {
-            int B = q.Shape[0], T = q.Shape[1];
-            if (_scale.Length < B * T) _scale = new float[B * T];
-            for (int t = 0; t < T; t++)
-            {
-                float f = MathF.Floor((startPos + t + 1f) / floorScale);
-                float v = MathF.Log(1f + f) * attnScale + 1f;
-                for (int bi = 0; bi < B; bi++) _scale[bi * T + t] = v;
-            }
-            var rows = b.View(q, new Shape(B * T, q.Shape[2] * q.Shape[3]));
-            b.ScaleRows(rows, _scale.AsSpan(0, B * T));
-            return q;
+            int N = q.Shape[0];
+            var p1 = b.Unary(b.Cast(batch.Positions!, DType.F32), UnaryOp.Affine, 1f, 1f);
+            var f = b.Unary(b.Binary(p1, _floorScale, BinaryOp.Div), UnaryOp.Floor);
+            var scale = b.Unary(b.Unary(f, UnaryOp.Log1p), UnaryOp.Affine, attnScale, 1f);
+            return b.Binary(q, b.View(scale, new Shape(N, 1, 1)), BinaryOp.Mul);
         }
     }
 }

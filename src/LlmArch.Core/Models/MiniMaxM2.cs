@@ -49,7 +49,7 @@ public sealed class MiniMaxM2 : DecoderModel
         string p = $"{prefix}.block_sparse_moe";
         var router = Linear.Load(Weights, $"{p}.gate", Hidden, _router.Experts, false);
         var bias = Weights.GetF32($"{p}.e_score_correction_bias", _router.Experts);
-        var experts = ExpertMlp.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth,
+        var experts = ExpertSet.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth,
             ExpertActivation.SwiGlu, gate: "w1", up: "w3", down: "w2");
         return new Moe(_router, router, bias, experts) { Width = _expertWidth };
     }

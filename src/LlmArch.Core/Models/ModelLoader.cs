@@ -15,6 +15,8 @@ public sealed record LoadOptions
     /// pages: page-cache pages are 4 KB and scattered, which costs decode bandwidth; the copy costs load time.
     /// </summary>
     public bool Copy { get; init; }
+    /// <summary>The device to run on ("cpu", "cuda", "cuda:N"); ignored when a backend is passed explicitly.</summary>
+    public string? Device { get; init; }
 }
 
 /// <summary>
@@ -41,9 +43,11 @@ public static class ModelLoader
     public static CausalLM Create(ModelConfig cfg, WeightSource weights, IBackend? backend = null)
     {
         var type = Resolve(cfg);
+        backend ??= Backends.Create("cpu");
+        weights.Backend = backend;
         try
         {
-            return (CausalLM)Activator.CreateInstance(type, cfg, weights, backend ?? new CpuBackend())!;
+            return (CausalLM)Activator.CreateInstance(type, cfg, weights, backend)!;
         }
         catch (TargetInvocationException e) when (e.InnerException is not null)
         {
@@ -59,13 +63,14 @@ public static class ModelLoader
     public static CausalLM Load(string dir, IBackend? backend, LoadOptions? options)
     {
         if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && !Directory.Exists(dir)) return LoadGguf(dir, backend, options);
+        dir = ModelLocator.Resolve(dir); // a hub cache folder or repo id -> its snapshot directory
         if (!Directory.Exists(dir)) throw new LlmArchInputException($"{dir}: model directory not found");
         var cfg = ModelConfig.Load(Path.Combine(dir, "config.json"));
         Resolve(cfg);
         if (options?.Quantize is { } q && !WeightQuantizer.Supports(q))
             throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0, Q4_0, Q4_K)");
         var weights = new CheckpointWeights(dir) { Fp8Block = Fp8BlockOf(cfg), Quantize = options?.Quantize, Copy = options?.Copy ?? false };
-        return Create(cfg, weights, backend);
+        return Create(cfg, weights, backend ?? Backends.Create(options?.Device));
     }
 
     /// <summary>A llama.cpp GGUF file: its metadata as the config, its tensors under Hugging Face names.</summary>
@@ -76,11 +81,11 @@ public static class ModelLoader
             throw new LlmArchInputException($"load-time quantization to {q} is not supported (supported: Q8_0, Q4_0, Q4_K)");
         var (cfg, weights) = GgufModel.Open(path, options?.Quantize, options?.Copy ?? false);
         Resolve(cfg);
-        return Create(cfg, weights, backend);
+        return Create(cfg, weights, backend ?? Backends.Create(options?.Device));
     }
 
     /// <summary>Builds the model's structure from shapes only (no data): parameter accounting for presets.</summary>
-    public static CausalLM Describe(ModelConfig cfg) => Create(cfg, new ShapeOnlyWeights(cfg.SourcePath), new CpuBackend());
+    public static CausalLM Describe(ModelConfig cfg) => Create(cfg, new ShapeOnlyWeights(cfg.SourcePath), Backends.ShapeOnly);
 
     private static (int, int) Fp8BlockOf(ModelConfig cfg)
     {

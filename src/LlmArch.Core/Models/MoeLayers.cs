@@ -37,7 +37,7 @@ public static class MoeLayers
     /// store them at <c>{prefix}.shared_experts</c>).
     /// </summary>
     public static GatedMlp SharedExperts(WeightSource w, string prefix, int hidden, int width) =>
-        GatedMlp.Load(w, prefix, hidden, width, Compute.Cpu.Activation.Silu);
+        GatedMlp.Load(w, prefix, hidden, width, Compute.UnaryOp.Silu);
 }
 
 /// <summary>A dense MLP and a MoE on the same input, summed and scaled (Grok's residual MoE: (mlp + moe) / sqrt 2).</summary>
@@ -50,9 +50,7 @@ public sealed class DenseAndMoe(IModule dense, int denseWidth, Moe moe, float sc
     public Compute.Tensor Forward(Compute.IBackend b, Compute.Tensor x)
     {
         var d = Dense.Forward(b, x);
-        var m = Moe.Forward(b, x);
-        b.AddInPlace(d, m);
-        if (scale != 1f) b.ScaleInPlace(d, scale);
-        return d;
+        b.BinaryInPlace(d, Moe.Forward(b, x), Compute.BinaryOp.Add);
+        return scale != 1f ? b.Unary(d, Compute.UnaryOp.Affine, scale) : d;
     }
 }

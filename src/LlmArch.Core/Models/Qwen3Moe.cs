@@ -43,7 +43,7 @@ public sealed class Qwen3Moe : DecoderModel
         if (!IsSparse(i)) return base.BuildFeedForward(i, prefix);
         string p = $"{prefix}.mlp";
         var router = Linear.Load(Weights, $"{p}.gate", Hidden, _router.Experts, false);
-        var experts = ExpertMlp.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth, ExpertActivation.SwiGlu);
+        var experts = ExpertSet.LoadPerExpert(Weights, $"{p}.experts", _router.Experts, _router.TopK, Hidden, _expertWidth, ExpertActivation.SwiGlu);
         return new Moe(_router, router, null, experts) { Width = _expertWidth };
     }
 

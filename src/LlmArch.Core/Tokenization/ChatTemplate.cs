@@ -37,6 +37,7 @@ public sealed class ChatTemplate
     /// </summary>
     public static ChatTemplate Load(string dirOrFile, string? name = null)
     {
+        dirOrFile = Checkpoints.ModelLocator.Resolve(dirOrFile, "tokenizer");
         if (!Directory.Exists(dirOrFile) && !File.Exists(dirOrFile)) throw new LlmArchInputException($"{dirOrFile}: no such directory");
         string dir = Directory.Exists(dirOrFile) ? dirOrFile : Path.GetDirectoryName(Path.GetFullPath(dirOrFile))!;
         string configPath = Path.Combine(dir, "tokenizer_config.json");

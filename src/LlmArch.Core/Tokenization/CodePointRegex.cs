@@ -9,16 +9,35 @@ namespace LlmArch.Tokenization;
 /// .NET matches UTF-16 units, so a supplementary character (emoji, CJK extension B, ...) would be two surrogates of
 /// category Cs. Before matching, each such character is replaced by one BMP stand-in of the same general category
 /// (never ASCII, never CJK) and match positions are mapped back.
+/// Patterns come from model files, so they run safely: on .NET's non-backtracking engine (linear time, same matches)
+/// when the pattern needs nothing it lacks, else (lookarounds, backreferences, atomic groups: the GPT-2 family's
+/// <c>\s+(?!\S)</c>) on the backtracking engine under a per-match timeout, so catastrophic backtracking is an error,
+/// not a hang.
 /// </summary>
 internal sealed class CodePointRegex
 {
+    /// <summary>Longest one match may run on the backtracking engine.</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
+
+    /// <summary>Longest pattern accepted (real pre-tokenizer patterns are under 300 characters).</summary>
+    public const int MaxPatternLength = 16384;
+
     private readonly Regex _regex;
+    private readonly string _where;
 
     public CodePointRegex(string pattern, string where)
     {
+        _where = where;
+        if (pattern.Length > MaxPatternLength)
+            throw new ConfigException($"{where}: regex of {pattern.Length} characters is longer than the {MaxPatternLength} limit");
         try
         {
-            _regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant);
+            _regex = new Regex(pattern, RegexOptions.NonBacktracking | RegexOptions.CultureInvariant);
+        }
+        catch (NotSupportedException)
+        {
+            try { _regex = new Regex(pattern, RegexOptions.Compiled | RegexOptions.CultureInvariant, MatchTimeout); }
+            catch (ArgumentException e) { throw new ConfigException($"{where}: regex '{pattern}' is not supported: {e.Message}"); }
         }
         catch (ArgumentException e)
         {
@@ -26,8 +45,20 @@ internal sealed class CodePointRegex
         }
     }
 
-    /// <summary>Matches as (start, length) pairs in UTF-16 units of <paramref name="s"/>.</summary>
+    /// <summary>True when the pattern runs on the linear-time engine.</summary>
+    public bool IsLinear => (_regex.Options & RegexOptions.NonBacktracking) != 0;
+
+    /// <summary>Matches as (start, length) pairs in UTF-16 units of <paramref name="s"/>; a match that times out is an input error.</summary>
     public void Matches(string s, List<(int Start, int Length)> dst)
+    {
+        try { MatchesCore(s, dst); }
+        catch (RegexMatchTimeoutException)
+        {
+            throw new LlmArchInputException($"{_where}: regex '{_regex}' took over {MatchTimeout.TotalSeconds:0} s on one piece of a {s.Length}-character input (catastrophic backtracking); the tokenizer's pattern cannot be used");
+        }
+    }
+
+    private void MatchesCore(string s, List<(int Start, int Length)> dst)
     {
         dst.Clear();
         if (!HasSurrogates(s))

@@ -24,8 +24,9 @@ internal abstract class PostProcessor
     private static int TokenId(JsonConfig c, string key)
     {
         var e = c.Child(key).Element;
-        if (e.ValueKind != System.Text.Json.JsonValueKind.Array || e.GetArrayLength() != 2 || !e[1].TryGetInt32(out int id))
-            throw c.Error(key, "must be [token, id]");
+        if (e.ValueKind != System.Text.Json.JsonValueKind.Array || e.GetArrayLength() != 2
+            || e[1].ValueKind != System.Text.Json.JsonValueKind.Number || !e[1].TryGetInt32(out int id) || id < 0)
+            throw c.Error(key, "must be [token, id] with a non-negative id");
         return id;
     }
 
@@ -51,10 +52,11 @@ internal abstract class PostProcessor
             var specials = new Dictionary<string, int[]>(StringComparer.Ordinal);
             if (c.OptionalChild("special_tokens") is { } st)
             {
+                if (st.Element.ValueKind != System.Text.Json.JsonValueKind.Object) throw c.Error("special_tokens", "must be an object");
                 foreach (var prop in st.Element.EnumerateObject())
                 {
                     var entry = new JsonConfig(prop.Value, st.File, $"{st.Path}.{prop.Name}");
-                    specials[prop.Name] = entry.Items("ids").Select(i => i.Element.TryGetInt32(out int v) ? v
+                    specials[prop.Name] = entry.Items("ids").Select(i => i.Element.ValueKind == System.Text.Json.JsonValueKind.Number && i.Element.TryGetInt32(out int v) && v >= 0 ? v
                         : throw i.Error("must be an integer id")).ToArray();
                 }
             }

@@ -86,18 +86,31 @@ public sealed class Tokenizer
         var root = new JsonConfig(doc.RootElement, name, "");
         if (root.Element.ValueKind != JsonValueKind.Object) throw root.Error("must be a JSON object");
 
-        var model = ParseModel(root.Child("model"));
-        var added = root.Has("added_tokens") ? root.Items("added_tokens").Select(ParseAddedToken).ToList() : new List<AddedToken>();
-        var normalizer = Normalizer.FromJson(root.OptionalChild("normalizer"));
-        var pre = PreTokenizer.FromJson(root.OptionalChild("pre_tokenizer"));
-        var post = PostProcessor.FromJson(root.OptionalChild("post_processor"));
-        var decoder = Decoder.FromJson(root.OptionalChild("decoder"));
-        var (specials, additional) = LoadSpecialTokens(dir);
-        return new Tokenizer(dir, model, normalizer, pre, post, decoder, added, specials, additional);
+        try
+        {
+            var model = ParseModel(root.Child("model"));
+            var added = root.Has("added_tokens") ? root.Items("added_tokens").Select(ParseAddedToken).ToList() : new List<AddedToken>();
+            int limit = MaxId(model.Vocab.Count + added.Count);
+            for (int i = 0; i < added.Count; i++)
+                if (added[i].Id < 0 || added[i].Id > limit)
+                    throw new ConfigException($"{name}: added_tokens[{i}].id {added[i].Id} is out of range (0 to {limit}: ids size a table)");
+            var normalizer = Normalizer.FromJson(root.OptionalChild("normalizer"));
+            var pre = PreTokenizer.FromJson(root.OptionalChild("pre_tokenizer"));
+            var post = PostProcessor.FromJson(root.OptionalChild("post_processor"));
+            var decoder = Decoder.FromJson(root.OptionalChild("decoder"));
+            var (specials, additional) = LoadSpecialTokens(dir);
+            return new Tokenizer(dir, model, normalizer, pre, post, decoder, added, specials, additional);
+        }
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or IndexOutOfRangeException or ArgumentException or FormatException)
+        {
+            // Last line of defence: a value of a type no check above expected (each check names its key; this names the file).
+            throw new ConfigException($"{name}: unexpected structure ({e.Message})");
+        }
     }
 
     internal static string ResolveTokenizerFile(string dirOrFile)
     {
+        dirOrFile = Checkpoints.ModelLocator.Resolve(dirOrFile, "tokenizer");
         if (File.Exists(dirOrFile)) return dirOrFile;
         if (System.IO.Directory.Exists(dirOrFile))
         {
@@ -111,22 +124,36 @@ public sealed class Tokenizer
         throw new LlmArchInputException($"{dirOrFile}: no such tokenizer file or directory");
     }
 
+    /// <summary>Largest tokenizer file read, after decompression (real ones are up to ~35 MB).</summary>
+    public const long MaxFileBytes = 512L << 20;
+
+    /// <summary>Reads (and gunzips) a JSON file from a model repository with <see cref="Checkpoints.StrictJson"/>: invalid UTF-8,
+    /// lone surrogates, duplicate keys and excessive nesting are errors naming the file and key.</summary>
     internal static JsonDocument ParseJsonFile(string file)
     {
+        string name = Path.GetFileName(file);
+        byte[] bytes;
         try
         {
             using var fs = File.OpenRead(file);
             Stream s = file.EndsWith(".gz", StringComparison.OrdinalIgnoreCase) ? new GZipStream(fs, CompressionMode.Decompress) : fs;
-            using (s) return JsonDocument.Parse(s, new JsonDocumentOptions { MaxDepth = 256 });
+            using (s)
+            {
+                // Read in chunks up to the limit: a gzip bomb or an endless special file stops at the limit, not at OOM.
+                using var ms = new MemoryStream();
+                var buf = new byte[1 << 16];
+                int n;
+                while ((n = s.Read(buf, 0, buf.Length)) > 0)
+                {
+                    if (ms.Length + n > MaxFileBytes) throw new ConfigException($"{name}: larger than the {MaxFileBytes >> 20} MiB limit");
+                    ms.Write(buf, 0, n);
+                }
+                bytes = ms.ToArray();
+            }
         }
-        catch (JsonException e)
-        {
-            throw new ConfigException($"{Path.GetFileName(file)}: not valid JSON ({e.Message})");
-        }
-        catch (InvalidDataException e)
-        {
-            throw new ConfigException($"{Path.GetFileName(file)}: not a valid gzip file ({e.Message})");
-        }
+        catch (InvalidDataException e) { throw new ConfigException($"{name}: not a valid gzip file ({e.Message})"); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException) { throw new ConfigException($"{name}: cannot read ({e.Message})"); }
+        return Checkpoints.StrictJson.Parse(bytes, name, maxDepth: 256);
     }
 
     private static BpeModel ParseModel(JsonConfig m)
@@ -138,11 +165,13 @@ public sealed class Tokenizer
 
         var vocabEl = m.Child("vocab");
         if (vocabEl.Element.ValueKind != JsonValueKind.Object) throw m.Error("vocab", "must be an object of token -> id");
-        var vocab = new Dictionary<string, int>(vocabEl.Element.GetPropertyCount(), StringComparer.Ordinal);
+        int entries = vocabEl.Element.GetPropertyCount();
+        var vocab = new Dictionary<string, int>(entries, StringComparer.Ordinal);
         foreach (var p in vocabEl.Element.EnumerateObject())
         {
             if (p.Value.ValueKind != JsonValueKind.Number || !p.Value.TryGetInt32(out int id) || id < 0)
                 throw m.Error("vocab", $"entry '{p.Name}' must have a non-negative integer id, got {p.Value}");
+            if (id > MaxId(entries)) throw m.Error("vocab", $"entry '{p.Name}' has id {id}, far beyond the {entries} entries (ids size a table; at most {MaxId(entries)})");
             vocab[p.Name] = id;
         }
 
@@ -195,6 +224,10 @@ public sealed class Tokenizer
         };
         return model;
     }
+
+    /// <summary>Largest id accepted for a vocabulary of <paramref name="entries"/> tokens: ids may leave gaps, but an id sizes
+    /// the id-to-token table, so it stays within a million of the entry count.</summary>
+    internal static int MaxId(int entries) => entries + (1 << 20);
 
     private static AddedToken ParseAddedToken(JsonConfig t) => new(
         t.Int("id"), t.String("content"), t.Bool("special", false), t.Bool("normalized", !t.Bool("special", false)),

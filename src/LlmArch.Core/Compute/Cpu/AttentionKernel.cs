@@ -4,18 +4,19 @@ using System.Runtime.Intrinsics;
 namespace LlmArch.Compute.Cpu;
 
 /// <summary>
-/// Causal scaled-dot-product attention over a KV cache plus the keys of the current step, for every variant the
-/// models need: GQA/MQA/MHA, sliding window, chunked (chunk-local) attention, learned sinks, logit softcap, length
-/// temperature. q <c>[B, T, Hq, Dk]</c>, new k <c>[B, T, Hkv, Dk]</c>, new v <c>[B, T, Hkv, Dv]</c>, out <c>[B, T, Hq, Dv]</c>.
-/// Positions before <c>startPos</c> are read from the cache (slot <c>pos % capacity</c> when it rotates); the new keys
-/// are appended after all queries are done, so a ring of <c>window</c> slots is enough.
+/// Causal scaled-dot-product attention of a ragged step over the KV cache plus the step's own keys, for every variant
+/// the models need: GQA/MQA/MHA, sliding window, chunked (chunk-local) attention, learned sinks, logit softcap, Grok's
+/// length temperature, values as a key prefix (MLA). q <c>[N, Hq, Dk]</c>, new k <c>[N, Hkv, Dk]</c>, new v
+/// <c>[N, Hkv, Dv]</c>, out <c>[N, Hq, Dv]</c>. Sequence s of the step has Count[s] tokens at rows Offset[s].. and
+/// positions Start[s]..; it reads positions before Start[s] from its cache slot (slot row <c>pos % capacity</c> when
+/// it rotates) and positions from Start[s] on from the step's rows. The cache is written by a separate op.
 /// <para>Three paths, one contract:</para>
 /// <list type="bullet">
 /// <item>Scalar reference: one query row at a time.</item>
-/// <item>Decode (T &lt;= 4): the key positions are split into chunks across threads; each chunk reads its cache rows once
+/// <item>Decode (a sequence of at most 4 tokens in the step): the key positions are split into chunks across threads; each chunk reads its cache rows once
 /// for every query head (they are contiguous over heads), and the chunks' partial softmaxes are merged with their
 /// maxima (log-sum-exp), so a long cache streams sequentially at memory bandwidth.</item>
-/// <item>Prefill: per (batch, KV head, block of query positions), every query head of the group at once: keys are
+/// <item>Prefill (the other sequences): per (sequence, KV head, block of query positions), every query head of the group at once: keys are
 /// transposed once per call to k-major rows, Q·Kᵀ and P·V run as 4-row register tiles (vectors over keys, then over
 /// the value dimension), the softmax is vectorized.</item>
 /// </list>
@@ -26,8 +27,10 @@ public static unsafe class AttentionKernel
     private sealed class Geo
     {
         public float* Q, K, V, Out, CK, CV, Sinks;
-        public int B, T, Hq, Hkv, Dk, Dv, StartPos, Cap, G;
+        public int Hq, Hkv, Dk, Dv, Cap, G;
         public bool Ring, VFromK;
+        /// <summary>Per sequence of the step: cache slot, first position, token count, first row.</summary>
+        public int[] Slot = [], Start = [], Count = [], Offset = [];
         public AttentionParams P;
         public Isa Isa;
 
@@ -52,25 +55,27 @@ public static unsafe class AttentionKernel
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public float* QRow(int b, int t, int h) => Q + (((long)b * T + t) * Hq + h) * Dk;
+        public float* QRow(int s, int t, int h) => Q + (((long)Offset[s] + t) * Hq + h) * Dk;
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public float* OutRow(int b, int t, int h) => Out + (((long)b * T + t) * Hq + h) * Dv;
+        public float* OutRow(int s, int t, int h) => Out + (((long)Offset[s] + t) * Hq + h) * Dv;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public float* KeyRow(int b, int j, int kh)
+        public float* KeyRow(int s, int j, int kh)
         {
-            if (j >= StartPos) return K + (((long)b * T + (j - StartPos)) * Hkv + kh) * Dk;
-            int slot = Ring ? j % Cap : j;
-            return CK + (((long)b * Cap + slot) * Hkv + kh) * Dk;
+            int st = Start[s];
+            if (j >= st) return K + (((long)Offset[s] + (j - st)) * Hkv + kh) * Dk;
+            int row = Ring ? j % Cap : j;
+            return CK + (((long)Slot[s] * Cap + row) * Hkv + kh) * Dk;
         }
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public float* ValueRow(int b, int j, int kh)
+        public float* ValueRow(int s, int j, int kh)
         {
-            if (VFromK) return KeyRow(b, j, kh);
-            if (j >= StartPos) return V + (((long)b * T + (j - StartPos)) * Hkv + kh) * Dv;
-            int slot = Ring ? j % Cap : j;
-            return CV + (((long)b * Cap + slot) * Hkv + kh) * Dv;
+            if (VFromK) return KeyRow(s, j, kh);
+            int st = Start[s];
+            if (j >= st) return V + (((long)Offset[s] + (j - st)) * Hkv + kh) * Dv;
+            int row = Ring ? j % Cap : j;
+            return CV + (((long)Slot[s] * Cap + row) * Hkv + kh) * Dv;
         }
     }
 
@@ -79,13 +84,14 @@ public static unsafe class AttentionKernel
     private sealed class ReferenceJob : IParallelWork
     {
         public Geo G = null!;
+        public int* Pos, Seq;
+        public int MaxEnd;
         [ThreadStatic] private static float[]? _scores;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
         {
-            var g = G;
-            int maxKeys = g.StartPos + g.T;
+            int maxKeys = MaxEnd;
             var sc = _scores is { } s && s.Length >= maxKeys ? s : (_scores = new float[Math.Max(maxKeys * 2, 1024)]);
             fixed (float* scores = sc)
                 for (int item = start; item < end; item++) Row(item, scores);
@@ -94,8 +100,8 @@ public static unsafe class AttentionKernel
         private void Row(int item, float* scores)
         {
             var g = G;
-            int h = item % g.Hq, t = item / g.Hq % g.T, b = item / (g.Hq * g.T);
-            int kh = h / g.G, p = g.StartPos + t, lo = g.Lo(p);
+            int h = item % g.Hq, n = item / g.Hq, b = Seq[n], p = Pos[n], t = p - g.Start[b];
+            int kh = h / g.G, lo = g.Lo(p);
             float* q = g.QRow(b, t, h);
             float max = float.NegativeInfinity, temp = g.Temp(p);
             for (int j = lo; j <= p; j++)
@@ -127,20 +133,29 @@ public static unsafe class AttentionKernel
 
     private const int DecodeMaxT = 4, Chunk = 256;
 
+    /// <summary>Grows an index array geometrically (a step of the same shape allocates nothing).</summary>
+    private static int[] Grow(int[] a, int n) => a.Length >= n ? a : new int[Math.Max(n, a.Length * 2)];
+
     private sealed class DecodeJob : IParallelWork
     {
         public Geo G = null!;
-        public int Chunks, JMin, JMax, Rows;
+        /// <summary>Rows per item (DecodeMaxT x Hq): a sequence of T tokens uses the first T x Hq.</summary>
+        public int Rows;
+        /// <summary>Per decode sequence: its index in the step, first and last key position, chunks, first item.</summary>
+        public int[] Seqs = [], JMin = [], JMax = [], Chunks = [], ItemBase = [];
+        /// <summary>Per item: which decode sequence and which chunk of its keys.</summary>
+        public int[] ItemSeq = [], ItemChunk = [];
+        public int Count, Items;
         public float[] M = [], L = [], O = [];
         [ThreadStatic] private static float[]? _s;
 
-        /// <summary>Partial-softmax buffers for <paramref name="items"/> (batch, chunk) pairs; sized for the whole cache
-        /// at once (<paramref name="maxItems"/>), so a growing context allocates nothing step after step.</summary>
+        /// <summary>Partial-softmax buffers for the items; sized for the whole cache at once (<paramref name="maxItems"/>),
+        /// so a growing context allocates nothing step after step.</summary>
         public void Ensure(int items, int maxItems)
         {
-            int rows = items * Rows;
-            if (M.Length < rows) { int cap = Math.Max(rows, maxItems * Rows); M = new float[cap]; L = new float[cap]; }
-            if (O.Length < (long)rows * G.Dv) O = new float[Math.Max(Math.Max(rows, maxItems * Rows) * (long)G.Dv, 16)];
+            long rows = (long)items * Rows, cap = Math.Max(rows, (long)maxItems * Rows);
+            if (M.Length < rows) { M = new float[cap]; L = new float[cap]; }
+            if (O.Length < rows * G.Dv) O = new float[Math.Max(cap * G.Dv, 16)];
         }
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -151,16 +166,17 @@ public static unsafe class AttentionKernel
             fixed (float* S = sbuf, mp = M, lp = L, op = O)
                 for (int item = start; item < end; item++)
                 {
-                    int b = item / Chunks, c = item % Chunks;
-                    int j0 = JMin + c * Chunk, j1 = Math.Min(JMax, j0 + Chunk - 1), n = j1 - j0 + 1;
+                    int i = ItemSeq[item], c = ItemChunk[item], b = Seqs[i];
+                    int T = g.Count[b], startPos = g.Start[b], rows = T * g.Hq;
+                    int j0 = JMin[i] + c * Chunk, j1 = Math.Min(JMax[i], j0 + Chunk - 1), n = j1 - j0 + 1;
                     // Scores of every row (t, h) against the chunk's keys; the rows of one KV head share each key load.
                     for (int j = j0; j <= j1; j++)
                         for (int kh = 0; kh < g.Hkv; kh++)
                         {
                             float* kr = g.KeyRow(b, j, kh);
-                            for (int t = 0; t < g.T; t++)
+                            for (int t = 0; t < T; t++)
                             {
-                                int p = g.StartPos + t;
+                                int p = startPos + t;
                                 bool valid = j <= p && j >= g.Lo(p);
                                 float temp = valid ? g.Temp(p) : 1f;
                                 for (int gi = 0; gi < g.G; gi++)
@@ -173,7 +189,7 @@ public static unsafe class AttentionKernel
                             }
                         }
                     long baseRow = (long)item * Rows;
-                    for (int r = 0; r < Rows; r++)
+                    for (int r = 0; r < rows; r++)
                     {
                         float* sr = S + (long)r * Chunk;
                         float m = Elementwise.Max(sr, n, g.Isa);
@@ -185,7 +201,7 @@ public static unsafe class AttentionKernel
                         for (int kh = 0; kh < g.Hkv; kh++)
                         {
                             float* vr = g.ValueRow(b, j, kh);
-                            for (int t = 0; t < g.T; t++)
+                            for (int t = 0; t < T; t++)
                                 for (int gi = 0; gi < g.G; gi++)
                                 {
                                     int r = t * g.Hq + kh * g.G + gi;
@@ -203,18 +219,21 @@ public static unsafe class AttentionKernel
         {
             var g = G;
             fixed (float* mp = M, lp = L, op = O)
-                for (int b = 0; b < g.B; b++)
-                    for (int r = 0; r < Rows; r++)
+                for (int i = 0; i < Count; i++)
+                {
+                    int b = Seqs[i], rows = g.Count[b] * g.Hq, chunks = Chunks[i];
+                    long first = ItemBase[i];
+                    for (int r = 0; r < rows; r++)
                     {
                         int t = r / g.Hq, h = r % g.Hq;
                         float mx = g.Sinks is null ? float.NegativeInfinity : g.Sinks[h];
-                        for (int c = 0; c < Chunks; c++) mx = MathF.Max(mx, mp[((long)b * Chunks + c) * Rows + r]);
+                        for (int c = 0; c < chunks; c++) mx = MathF.Max(mx, mp[(first + c) * Rows + r]);
                         float den = g.Sinks is null ? 0f : MathF.Exp(g.Sinks[h] - mx);
                         float* o = g.OutRow(b, t, h);
                         new Span<float>(o, g.Dv).Clear();
-                        for (int c = 0; c < Chunks; c++)
+                        for (int c = 0; c < chunks; c++)
                         {
-                            long row = ((long)b * Chunks + c) * Rows + r;
+                            long row = (first + c) * Rows + r;
                             if (lp[row] == 0) continue;
                             float f = MathF.Exp(mp[row] - mx);
                             den += lp[row] * f;
@@ -222,15 +241,17 @@ public static unsafe class AttentionKernel
                         }
                         Elementwise.Scale(o, 1f / den, o, g.Dv, g.Isa);
                     }
+                }
         }
     }
 
-    // ---------------- prefill: per (batch, KV head, query block) ----------------
+    // ---------------- prefill: per (sequence, KV head, query block) ----------------
 
-    /// <summary>Keys of each (batch, KV head) transposed to k-major rows: Kt[b, kh][d][j - KLo], row stride NS.</summary>
+    /// <summary>Keys of each (prefill sequence, KV head) transposed to k-major rows: Kt[i, kh][d][j - KLo[i]], row stride NS.</summary>
     private sealed class PackKeysJob : IParallelWork
     {
-        public Geo G = null!; public float* Kt; public int KLo, N, NS;
+        public Geo G = null!; public float* Kt; public int NS;
+        public int[] Seqs = [], KLo = [], N = [];
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         public void Execute(int start, int end)
@@ -238,22 +259,25 @@ public static unsafe class AttentionKernel
             var g = G;
             for (int item = start; item < end; item++)
             {
-                int b = item / g.Hkv, kh = item % g.Hkv;
+                int i = item / g.Hkv, kh = item % g.Hkv, b = Seqs[i], n = N[i], klo = KLo[i];
                 float* dst = Kt + (long)item * g.Dk * NS;
-                for (int jj = 0; jj < N; jj++)
+                for (int jj = 0; jj < n; jj++)
                 {
-                    float* k = g.KeyRow(b, KLo + jj, kh);
+                    float* k = g.KeyRow(b, klo + jj, kh);
                     for (int d = 0; d < g.Dk; d++) dst[(long)d * NS + jj] = k[d];
                 }
                 for (int d = 0; d < g.Dk; d++)
-                    for (int jj = N; jj < NS; jj++) dst[(long)d * NS + jj] = 0;
+                    for (int jj = n; jj < NS; jj++) dst[(long)d * NS + jj] = 0;
             }
         }
     }
 
     private sealed class PrefillJob : IParallelWork
     {
-        public Geo G = null!; public float* Kt; public int KLo, NS, QB, QBlocks;
+        public Geo G = null!; public float* Kt; public int NS, QB;
+        /// <summary>Per prefill sequence: its index in the step, first key position, query blocks, first item.</summary>
+        public int[] Seqs = [], KLo = [], QBlocks = [], ItemBase = [];
+        public int Count;
         [ThreadStatic] private static float[]? _s;
 
         [MethodImpl(MethodImplOptions.AggressiveOptimization)]
@@ -269,21 +293,25 @@ public static unsafe class AttentionKernel
             fixed (float* S = sbuf)
                 for (int item = start; item < end; item++)
                 {
-                    int qb = item % QBlocks, kh = item / QBlocks % g.Hkv, b = item / (QBlocks * g.Hkv);
-                    int t0 = qb * QB, t1 = Math.Min(g.T, t0 + QB), R = (t1 - t0) * g.G;
-                    int jlo = g.Lo(g.StartPos + t0), jhi = g.StartPos + t1 - 1, n = jhi - jlo + 1;
+                    int i = Array.BinarySearch(ItemBase, 0, Count, item);
+                    if (i < 0) i = ~i - 1;
+                    int local = item - ItemBase[i], qblocks = QBlocks[i], b = Seqs[i];
+                    int qb = local % qblocks, kh = local / qblocks;
+                    int T = g.Count[b], startPos = g.Start[b];
+                    int t0 = qb * QB, t1 = Math.Min(T, t0 + QB), R = (t1 - t0) * g.G;
+                    int jlo = g.Lo(startPos + t0), jhi = startPos + t1 - 1, n = jhi - jlo + 1;
                     for (int r = 0; r < R; r++)
                     {
-                        int t = t0 + r / g.G, h = kh * g.G + r % g.G, p = g.StartPos + t;
+                        int t = t0 + r / g.G, h = kh * g.G + r % g.G, p = startPos + t;
                         qp[r] = g.QRow(b, t, h);
                         lo[r] = g.Lo(p) - jlo; hi[r] = p - jlo; // valid key columns [lo, hi]
                     }
-                    float* kt = Kt + (long)(b * g.Hkv + kh) * g.Dk * NS + (jlo - KLo);
+                    float* kt = Kt + ((long)i * g.Hkv + kh) * g.Dk * NS + (jlo - KLo[i]);
                     Scores(qp, R, kt, n, S);
                     for (int r = 0; r < R; r++)
                     {
                         int t = t0 + r / g.G, h = kh * g.G + r % g.G;
-                        inv[r] = Softmax(S + (long)r * NS, n, lo[r], hi[r], g.Temp(g.StartPos + t), h);
+                        inv[r] = Softmax(S + (long)r * NS, n, lo[r], hi[r], g.Temp(startPos + t), h);
                     }
                     Values(b, kh, t0, R, jlo, n, S, inv, lo, hi);
                 }
@@ -447,69 +475,171 @@ public static unsafe class AttentionKernel
     [ThreadStatic] private static Geo? _geo;
     [ThreadStatic] private static float[]? _kt;
 
-    public static void Run(CpuThreadPool pool, Tensor q, Tensor k, Tensor? v, Tensor output, KvBuffer? cache, int startPos, in AttentionParams p) =>
-        Run(pool, q, k, v, output, cache, startPos, p, CpuIsa.Current);
-
-    /// <summary>Attention on the given path (<see cref="Isa.Scalar"/> is the reference); appends k/v to the cache.</summary>
-    public static void Run(CpuThreadPool pool, Tensor q, Tensor k, Tensor? v, Tensor output, KvBuffer? cache, int startPos, in AttentionParams p, Isa isa)
+    /// <summary>Checks the operands against the batch and the cache (shared by the fast kernel and the reference).</summary>
+    public static void Validate(Tensor q, Tensor k, Tensor? v, Tensor output, KvCache? cache, StepBatch batch, in AttentionParams p)
     {
-        int B = q.Shape[0], T = q.Shape[1], Hq = q.Shape[2], Dk = q.Shape[3];
-        int Hkv = k.Shape[2], Dv = output.Shape[3];
+        int N = q.Shape[0], Hq = q.Shape[1], Hkv = k.Shape[1];
+        if (q.Shape.Rank != 3 || k.Shape.Rank != 3 || k.Shape[0] != N || k.Shape[2] != q.Shape[2] || N != batch.Tokens)
+            throw new ArgumentException($"attention: q {q.Shape}, k {k.Shape} for {batch.Tokens} tokens");
         if (Hkv == 0 || Hq % Hkv != 0) throw new ArgumentException($"{Hq} query heads are not a multiple of {Hkv} key/value heads");
-        if (cache is not null)
+        if (p.ValueIsKeyPrefix ? p.ValueDim <= 0 || p.ValueDim > k.Shape[2] : v is null || v.Shape[0] != N || v.Shape[1] != Hkv)
+            throw new ArgumentException($"attention values: v {(v is null ? "null" : v.Shape.ToString())}, value dim {p.ValueDim}");
+        if (p.Sinks is not null && p.Sinks.Count != Hq) throw new ArgumentException($"sinks {p.Sinks.Shape} for {Hq} heads");
+        if (cache is null)
         {
-            if (!cache.Ring && startPos + T > cache.Capacity)
-                throw new LlmArchInputException($"sequence of {startPos + T} tokens exceeds the KV cache capacity of {cache.Capacity}");
-            if (cache.Ring && Math.Max(p.Window - 1, p.Chunk) > cache.Capacity)
-                throw new ArgumentException($"ring KV cache of {cache.Capacity} slots is smaller than the window {p.Window} / chunk {p.Chunk}");
+            if (!batch.AllFromStart) throw new ArgumentException("attention over earlier positions needs a cache");
+            return;
         }
-        else if (startPos != 0) throw new ArgumentException("startPos > 0 needs a cache");
-        if (!CpuIsa.Supports(isa)) throw new ArgumentException($"this CPU cannot run the {CpuIsa.Name(isa)} path");
+        if (cache.KvHeads != Hkv || cache.KeyDim != k.Shape[2]) throw new ArgumentException($"cache [{cache.KvHeads}, {cache.KeyDim}] for keys {k.Shape}");
+        for (int s = 0; s < batch.Sequences; s++)
+        {
+            if ((uint)batch.Slot[s] >= (uint)cache.Slots) throw new ArgumentException($"slot {batch.Slot[s]} outside the cache's {cache.Slots} slots");
+            if (!cache.Ring && batch.Start[s] + batch.Count[s] > cache.Capacity)
+                throw new LlmArchInputException($"sequence of {batch.Start[s] + batch.Count[s]} tokens exceeds the KV cache capacity of {cache.Capacity}");
+        }
+        if (cache.Ring && Math.Max(p.Window - 1, p.Chunk) > cache.Capacity)
+            throw new ArgumentException($"ring KV cache of {cache.Capacity} slots is smaller than the window {p.Window} / chunk {p.Chunk}");
+    }
 
+    public static void Run(CpuThreadPool pool, Tensor q, Tensor k, Tensor? v, Tensor output, KvCache? cache, StepBatch batch, in AttentionParams p) =>
+        Run(pool, q, k, v, output, cache, batch, p, CpuIsa.Current);
+
+    /// <summary>Attention on the given path (<see cref="Isa.Scalar"/> is the threaded float reference). The cache is
+    /// only read: the step's keys and values come from k and v.</summary>
+    public static void Run(CpuThreadPool pool, Tensor q, Tensor k, Tensor? v, Tensor output, KvCache? cache, StepBatch batch, in AttentionParams p, Isa isa)
+    {
+        Validate(q, k, v, output, cache, batch, p);
+        if (!CpuIsa.Supports(isa)) throw new ArgumentException($"this CPU cannot run the {CpuIsa.Name(isa)} path");
+        int N = q.Shape[0], Hq = q.Shape[1], Hkv = k.Shape[1];
         var g = _geo ??= new Geo();
         g.Q = (float*)q.Ptr; g.K = (float*)k.Ptr; g.V = v is null ? null : (float*)v.Ptr; g.Out = (float*)output.Ptr;
         g.CK = cache is null ? null : (float*)cache.K.Ptr; g.CV = cache?.V is null ? null : (float*)cache.V.Ptr;
         g.Sinks = p.Sinks is null ? null : (float*)p.Sinks.Ptr;
-        g.B = B; g.T = T; g.Hq = Hq; g.Hkv = Hkv; g.Dk = Dk; g.Dv = Dv; g.StartPos = startPos; g.G = Hq / Hkv;
+        g.Hq = Hq; g.Hkv = Hkv; g.Dk = q.Shape[2]; g.Dv = output.Shape[2]; g.G = Hq / Hkv;
         g.Cap = cache?.Capacity ?? 0; g.Ring = cache?.Ring ?? false; g.VFromK = p.ValueIsKeyPrefix; g.P = p; g.Isa = isa;
-
-        if (B * T * Hq > 0)
+        int S = batch.Sequences;
+        g.Slot = Grow(g.Slot, S); g.Start = Grow(g.Start, S); g.Count = Grow(g.Count, S); g.Offset = Grow(g.Offset, S);
+        batch.Slot.CopyTo(g.Slot); batch.Start.CopyTo(g.Start); batch.Count.CopyTo(g.Count); batch.Offset.CopyTo(g.Offset);
+        if (N * Hq == 0) return;
+        if (isa == Isa.Scalar)
         {
-            if (isa == Isa.Scalar) { var r = _reference ??= new ReferenceJob(); r.G = g; pool.Run(r, B * T * Hq); }
-            else if (T <= DecodeMaxT) RunDecode(pool, g);
-            else RunPrefill(pool, g);
+            var r = _reference ??= new ReferenceJob();
+            r.G = g; r.Pos = (int*)batch.Positions!.Ptr; r.Seq = (int*)batch.TokenSequences!.Ptr; r.MaxEnd = batch.MaxEnd;
+            pool.Run(r, N * Hq);
+            return;
         }
-        cache?.Append(k, p.ValueIsKeyPrefix ? null : v, startPos);
+        RunDecode(pool, g, S);
+        RunPrefill(pool, g, S);
     }
 
-    private static void RunDecode(CpuThreadPool pool, Geo g)
+    private static void RunDecode(CpuThreadPool pool, Geo g, int sequences)
     {
         var job = _decode ??= new DecodeJob();
         job.G = g;
-        job.JMin = g.Lo(g.StartPos); job.JMax = g.StartPos + g.T - 1;
-        job.Chunks = (job.JMax - job.JMin + Chunk) / Chunk;
-        job.Rows = g.T * g.Hq;
-        job.Ensure(g.B * job.Chunks, g.B * Math.Max(job.Chunks, (g.Cap + Chunk - 1) / Chunk + 1));
-        pool.Run(job, g.B * job.Chunks);
+        job.Rows = DecodeMaxT * g.Hq;
+        int count = 0, items = 0;
+        for (int b = 0; b < sequences; b++) if (g.Count[b] is > 0 and <= DecodeMaxT) count++;
+        if (count == 0) return;
+        job.Seqs = Grow(job.Seqs, count); job.JMin = Grow(job.JMin, count); job.JMax = Grow(job.JMax, count);
+        job.Chunks = Grow(job.Chunks, count); job.ItemBase = Grow(job.ItemBase, count);
+        int i = 0;
+        for (int b = 0; b < sequences; b++)
+        {
+            if (g.Count[b] is <= 0 or > DecodeMaxT) continue;
+            job.Seqs[i] = b; job.JMin[i] = g.Lo(g.Start[b]); job.JMax[i] = g.Start[b] + g.Count[b] - 1;
+            job.Chunks[i] = (job.JMax[i] - job.JMin[i] + Chunk) / Chunk;
+            job.ItemBase[i] = items; items += job.Chunks[i];
+            i++;
+        }
+        job.Count = count; job.Items = items;
+        job.ItemSeq = Grow(job.ItemSeq, items); job.ItemChunk = Grow(job.ItemChunk, items);
+        for (i = 0; i < count; i++)
+            for (int c = 0; c < job.Chunks[i]; c++) { job.ItemSeq[job.ItemBase[i] + c] = i; job.ItemChunk[job.ItemBase[i] + c] = c; }
+        int perSeq = (g.Cap + Chunk - 1) / Chunk + 1;
+        job.Ensure(items, Math.Max(items, count * perSeq));
+        pool.Run(job, items);
         job.Merge();
     }
 
-    private static void RunPrefill(CpuThreadPool pool, Geo g)
+    private static void RunPrefill(CpuThreadPool pool, Geo g, int sequences)
     {
-        int kLo = g.Lo(g.StartPos), n = g.StartPos + g.T - kLo;
-        int ns = (n + 31) / 32 * 32 + 32; // room for whole vectors past the last key
-        long need = (long)g.B * g.Hkv * g.Dk * ns;
+        var job = _prefill ??= new PrefillJob();
+        var pack = _pack ??= new PackKeysJob();
+        int count = 0, ns = 0;
+        for (int b = 0; b < sequences; b++) if (g.Count[b] > DecodeMaxT) count++;
+        if (count == 0) return;
+        job.Seqs = Grow(job.Seqs, count); job.KLo = Grow(job.KLo, count); job.QBlocks = Grow(job.QBlocks, count); job.ItemBase = Grow(job.ItemBase, count);
+        pack.N = Grow(pack.N, count);
+        job.QB = Math.Max(1, 32 / g.G);
+        int i = 0, items = 0;
+        for (int b = 0; b < sequences; b++)
+        {
+            if (g.Count[b] <= DecodeMaxT) continue;
+            int klo = g.Lo(g.Start[b]), n = g.Start[b] + g.Count[b] - klo;
+            job.Seqs[i] = b; job.KLo[i] = klo; pack.N[i] = n;
+            ns = Math.Max(ns, (n + 31) / 32 * 32 + 32); // room for whole vectors past the last key
+            job.QBlocks[i] = (g.Count[b] + job.QB - 1) / job.QB;
+            job.ItemBase[i] = items; items += g.Hkv * job.QBlocks[i];
+            i++;
+        }
+        job.Count = count;
+        pack.Seqs = job.Seqs; pack.KLo = job.KLo;
+        long need = (long)count * g.Hkv * g.Dk * ns;
         if (_kt is null || _kt.Length < need) _kt = GC.AllocateUninitializedArray<float>(checked((int)Math.Max(need, 1024)), pinned: true);
         fixed (float* kt = _kt)
         {
-            var pack = _pack ??= new PackKeysJob();
-            pack.G = g; pack.Kt = kt; pack.KLo = kLo; pack.N = n; pack.NS = ns;
-            pool.Run(pack, g.B * g.Hkv);
-            var job = _prefill ??= new PrefillJob();
-            job.G = g; job.Kt = kt; job.KLo = kLo; job.NS = ns;
-            job.QB = Math.Max(1, 32 / g.G);
-            job.QBlocks = (g.T + job.QB - 1) / job.QB;
-            pool.Run(job, g.B * g.Hkv * job.QBlocks);
+            pack.G = g; pack.Kt = kt; pack.NS = ns;
+            pool.Run(pack, count * g.Hkv);
+            job.G = g; job.Kt = kt; job.NS = ns;
+            pool.Run(job, items);
         }
+    }
+
+    /// <summary>Scalar reference with the same contract (double accumulation, no threads).</summary>
+    public static void Reference(Tensor q, Tensor k, Tensor? v, Tensor output, KvCache? cache, StepBatch batch, in AttentionParams prm)
+    {
+        Validate(q, k, v, output, cache, batch, prm);
+        var p = prm;
+        int Hq = q.Shape[1], Hkv = k.Shape[1], Dk = q.Shape[2], Dv = output.Shape[2];
+        var pos = batch.TokenPositions; var seq = batch.TokenSequence;
+        float* Q = (float*)q.Ptr, Kn = (float*)k.Ptr, Vn = v is null ? null : (float*)v.Ptr, O = (float*)output.Ptr;
+        float* CK = cache is null ? null : (float*)cache.K.Ptr, CV = cache?.V is null ? null : (float*)cache.V.Ptr;
+        int cap = cache?.Capacity ?? 0;
+        for (int n = 0; n < batch.Tokens; n++)
+            for (int h = 0; h < Hq; h++)
+            {
+                int kh = h / (Hq / Hkv), pp = pos[n], s = seq[n], slot = batch.Slot[s], st = batch.Start[s], off = batch.Offset[s];
+                int lo = 0;
+                if (p.Window > 0) lo = Math.Max(lo, pp - p.Window + 1);
+                if (p.Chunk > 0) lo = Math.Max(lo, pp / p.Chunk * p.Chunk);
+                float* KeyAt(int j) => j >= st ? Kn + ((long)(off + j - st) * Hkv + kh) * Dk : CK + (((long)slot * cap + (cache!.Ring ? j % cap : j)) * Hkv + kh) * Dk;
+                float* ValAt(int j) => p.ValueIsKeyPrefix ? KeyAt(j)
+                    : j >= st ? Vn + ((long)(off + j - st) * Hkv + kh) * Dv : CV + (((long)slot * cap + (cache!.Ring ? j % cap : j)) * Hkv + kh) * Dv;
+                var sc = new double[pp - lo + 1];
+                double max = double.NegativeInfinity;
+                double temp = p.TemperatureLength > 0 && pp > p.TemperatureLength ? Math.Log2(pp) / Math.Log2(p.TemperatureLength) : 1;
+                float* qr = Q + ((long)n * Hq + h) * Dk;
+                for (int j = lo; j <= pp; j++)
+                {
+                    float* kr = KeyAt(j);
+                    double d = 0;
+                    for (int i = 0; i < Dk; i++) d += (double)qr[i] * kr[i];
+                    d *= p.Scale;
+                    if (p.Softcap > 0) d = p.Softcap * Math.Tanh(d / p.Softcap);
+                    d *= temp;
+                    sc[j - lo] = d; max = Math.Max(max, d);
+                }
+                double sink = p.Sinks is null ? double.NegativeInfinity : ((float*)p.Sinks.Ptr)[h];
+                max = Math.Max(max, sink);
+                double sum = p.Sinks is null ? 0 : Math.Exp(sink - max);
+                for (int i = 0; i < sc.Length; i++) { sc[i] = Math.Exp(sc[i] - max); sum += sc[i]; }
+                float* o = O + ((long)n * Hq + h) * Dv;
+                for (int d = 0; d < Dv; d++)
+                {
+                    double acc = 0;
+                    for (int j = lo; j <= pp; j++) acc += sc[j - lo] / sum * ValAt(j)[d];
+                    o[d] = (float)acc;
+                }
+            }
     }
 }

@@ -1,39 +1,25 @@
 namespace LlmArch.Compute.Cpu;
 
-public sealed unsafe partial class CpuBackend
+public sealed unsafe partial class CpuBackend : IFusedDeltaRule
 {
-    public Tensor CausalConv1d(Tensor x, Tensor weight, Tensor state, bool silu)
+    public Tensor GatedDeltaRule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, Tensor state, StepBatch batch, int chunkSize)
     {
-        int B = x.Shape[0], T = x.Shape[1], ch = x.Shape.Last, K = weight.Shape.Last;
-        RequireF32(weight, "conv1d weight"); RequireF32(state, "conv state");
-        if (weight.Shape.Rows != ch || state.Shape[0] != B || state.Shape[1] != K - 1 || state.Shape.Last != ch)
-            throw new ArgumentException($"conv1d: x {x.Shape}, weight {weight.Shape}, state {state.Shape}");
-        var y = Empty(x.Shape);
-        DeltaNetKernels.CausalConv1d(P(x), P(weight), P(state), P(y), B, T, ch, K, silu);
-        return y;
-    }
-
-    public Tensor DeltaNetDecay(Tensor a, Tensor aLog, Tensor dtBias)
-    {
-        int H = a.Shape.Last;
-        RequireF32(aLog, "A_log"); RequireF32(dtBias, "dt_bias");
-        if (aLog.Count != H || dtBias.Count != H) throw new ArgumentException($"decay: a {a.Shape}, A_log {aLog.Shape}, dt_bias {dtBias.Shape}");
-        var y = Empty(a.Shape);
-        DeltaNetKernels.Decay(P(a), P(aLog), P(dtBias), P(y), a.Shape.Rows, H);
-        return y;
-    }
-
-    public Tensor GatedDeltaRule(Tensor q, Tensor k, Tensor v, Tensor g, Tensor beta, Tensor state, int chunkSize)
-    {
-        int B = q.Shape[0], T = q.Shape[1], Hk = q.Shape[2], Dk = q.Shape[3], Hv = v.Shape[2], Dv = v.Shape[3];
+        int N = q.Shape[0], Hk = q.Shape[1], Dk = q.Shape[2], Hv = v.Shape[1], Dv = v.Shape[2];
         RequireF32(state, "recurrent state");
-        if (k.Shape != q.Shape || v.Shape[0] != B || v.Shape[1] != T || Hv % Hk != 0 || g.Count != (long)B * T * Hv || beta.Count != g.Count
-            || state.Shape != new Shape(B, Hv, Dk, Dv))
-            throw new ArgumentException($"delta rule: q {q.Shape}, k {k.Shape}, v {v.Shape}, g {g.Shape}, beta {beta.Shape}, state {state.Shape}");
+        if (k.Shape != q.Shape || v.Shape[0] != N || Hv % Hk != 0 || g.Count != (long)N * Hv || beta.Count != g.Count
+            || state.Shape.Rank != 4 || state.Shape[1] != Hv || state.Shape[2] != Dk || state.Shape[3] != Dv || N != batch.Tokens)
+            throw new ArgumentException($"delta rule: q {q.Shape}, k {k.Shape}, v {v.Shape}, g {g.Shape}, beta {beta.Shape}, state {state.Shape}, {batch.Tokens} tokens");
         var y = Empty(v.Shape);
-        var dims = new DeltaNetKernels.Dims(B, T, Hk, Hv, Dk, Dv);
-        if (chunkSize <= 0) DeltaNetKernels.Recurrent(P(q), P(k), P(v), P(g), P(beta), P(state), P(y), dims);
-        else DeltaNetKernels.Chunked(P(q), P(k), P(v), P(g), P(beta), P(state), P(y), dims, chunkSize);
+        for (int s = 0; s < batch.Sequences; s++)
+        {
+            int off = batch.Offset[s], T = batch.Count[s], slot = batch.Slot[s];
+            if ((uint)slot >= (uint)state.Shape[0]) throw new ArgumentException($"slot {slot} outside the state's {state.Shape[0]} slots");
+            var dims = new DeltaNetKernels.Dims(1, T, Hk, Hv, Dk, Dv);
+            float* st = P(state) + (long)slot * Hv * Dk * Dv;
+            long qo = (long)off * Hk * Dk, vo = (long)off * Hv * Dv, go = (long)off * Hv;
+            if (chunkSize <= 0 || T == 1) DeltaNetKernels.Recurrent(P(q) + qo, P(k) + qo, P(v) + vo, P(g) + go, P(beta) + go, st, P(y) + vo, dims);
+            else DeltaNetKernels.Chunked(P(q) + qo, P(k) + qo, P(v) + vo, P(g) + go, P(beta) + go, st, P(y) + vo, dims, chunkSize);
+        }
         return y;
     }
 }

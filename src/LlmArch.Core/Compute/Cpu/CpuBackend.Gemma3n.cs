@@ -1,6 +1,6 @@
 namespace LlmArch.Compute.Cpu;
 
-public sealed unsafe partial class CpuBackend
+public sealed unsafe partial class CpuBackend : IFusedAltUp, IFusedRowStats
 {
     public Tensor AltUpPredict(Tensor streams, Tensor coefs, int n)
     {
@@ -21,19 +21,6 @@ public sealed unsafe partial class CpuBackend
         var y = Empty(predictions.Shape);
         AltUpKernels.Correct(P(predictions), P(activated), P(coefs), P(y), rows, n, c, active);
         return y;
-    }
-
-    public void AddToStreams(Tensor streams, Tensor x, int n, int first)
-    {
-        int c = StreamWidth(streams, n);
-        long rows = streams.Shape.Rows;
-        if (x.Shape.Last != c || x.Shape.Rows != rows) throw new ArgumentException($"cannot add {x.Shape} to streams {streams.Shape}");
-        for (long r = 0; r < rows; r++)
-            for (int i = first; i < n; i++)
-            {
-                float* s = P(streams) + (r * n + i) * c;
-                Elementwise.Add(s, P(x) + r * c, s, c);
-            }
     }
 
     public Tensor MatchMagnitude(Tensor x, Tensor reference, float eps)
@@ -151,39 +138,5 @@ public static unsafe class AltUpKernels
             float cutoff = mean + MathF.Sqrt(v / c) * mult;
             for (int d = 0; d < c; d++) y[r * c + d] = MathF.Max(0f, xr[d] - cutoff);
         }
-    }
-
-    /// <summary>The standard normal inverse CDF (probit), to double precision: Acklam's rational start plus
-    /// two Halley steps on erf. Gaussian top-k turns a target sparsity into a std-dev cutoff with it.</summary>
-    public static double NormalInverseCdf(double p)
-    {
-        if (!(p > 0 && p < 1)) return p == 0 ? double.NegativeInfinity : p == 1 ? double.PositiveInfinity : double.NaN;
-        double[] a = [-3.969683028665376e+01, 2.209460984245205e+02, -2.759285104469687e+02, 1.383577518672690e+02, -3.066479806614716e+01, 2.506628277459239e+00];
-        double[] b = [-5.447609879822406e+01, 1.615858368580409e+02, -1.556989798598866e+02, 6.680131188771972e+01, -1.328068155288572e+01];
-        double[] cc = [-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e+00, -2.549732539343734e+00, 4.374664141464968e+00, 2.938163982698783e+00];
-        double[] d = [7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00, 3.754408661907416e+00];
-        double x;
-        if (p < 0.02425)
-        {
-            double q = Math.Sqrt(-2 * Math.Log(p));
-            x = (((((cc[0] * q + cc[1]) * q + cc[2]) * q + cc[3]) * q + cc[4]) * q + cc[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-        }
-        else if (p <= 1 - 0.02425)
-        {
-            double q = p - 0.5, r = q * q;
-            x = (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1);
-        }
-        else
-        {
-            double q = Math.Sqrt(-2 * Math.Log(1 - p));
-            x = -(((((cc[0] * q + cc[1]) * q + cc[2]) * q + cc[3]) * q + cc[4]) * q + cc[5]) / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1);
-        }
-        for (int it = 0; it < 2; it++)
-        {
-            double e = 0.5 * (1 + Elementwise.Erf(x / Math.Sqrt(2))) - p;
-            double u = e * Math.Sqrt(2 * Math.PI) * Math.Exp(x * x / 2);
-            x -= u / (1 + x * u / 2);
-        }
-        return x;
     }
 }

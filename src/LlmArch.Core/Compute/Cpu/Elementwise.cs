@@ -181,40 +181,7 @@ public static unsafe class Elementwise
         _ => x,
     };
 
-    /// <summary>Abramowitz-Stegun 7.1.26 is too coarse for 1e-6 parity; this uses a continued erfc for |x| large and a series otherwise.</summary>
-    public static double Erf(double x)
-    {
-        double ax = Math.Abs(x);
-        double r;
-        if (ax < 2.5)
-        {
-            // Maclaurin series: erf(x) = 2/sqrt(pi) * sum (-1)^n x^(2n+1) / (n! (2n+1))
-            double term = ax, sum = ax, x2 = ax * ax;
-            for (int n = 1; n < 60; n++)
-            {
-                term *= -x2 / n;
-                double add = term / (2 * n + 1);
-                sum += add;
-                if (Math.Abs(add) < 1e-17 * Math.Abs(sum)) break;
-            }
-            r = 2.0 / Math.Sqrt(Math.PI) * sum;
-        }
-        else
-        {
-            // erfc continued fraction (Lentz), accurate for x >= 2.5
-            double f = ax, c = ax, d = 0, tiny = 1e-300;
-            for (int n = 1; n < 200; n++)
-            {
-                double an = n / 2.0;
-                d = ax + an * d; d = Math.Abs(d) < tiny ? tiny : d; d = 1 / d;
-                c = ax + an / c; c = Math.Abs(c) < tiny ? tiny : c;
-                double delta = c * d; f *= delta;
-                if (Math.Abs(delta - 1) < 1e-16) break;
-            }
-            r = 1.0 - Math.Exp(-ax * ax) / Math.Sqrt(Math.PI) / f;
-        }
-        return x < 0 ? -r : r;
-    }
+    public static double Erf(double x) => SpecialFunctions.Erf(x);
 
     public static void ActivateReference(float* x, float* y, long n, Activation a)
     {

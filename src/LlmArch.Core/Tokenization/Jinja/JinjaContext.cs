@@ -11,6 +11,19 @@ internal sealed class JinjaContext
 
     public Frame Current { get; private set; }
     public int Line { get; set; }
+    /// <summary>Steps taken so far (the instruction budget, <see cref="JinjaLimits.MaxSteps"/>).</summary>
+    public long Steps;
+    /// <summary>Macro calls in progress.</summary>
+    public int CallDepth;
+    /// <summary>Characters and list items built so far (<see cref="JinjaLimits.MaxAllocation"/>).</summary>
+    public long Allocated;
+
+    /// <summary>One step of the budget.</summary>
+    public void Tick()
+    {
+        if (++Steps > JinjaLimits.MaxSteps)
+            throw new JinjaError($"the template ran over its budget of {JinjaLimits.MaxSteps} steps (an endless or enormous loop?)");
+    }
 
     public JinjaContext(Dictionary<string, object?> globals)
     {

@@ -4,19 +4,29 @@ namespace LlmArch.Tokenization.Jinja;
 
 internal abstract class Expr
 {
-    public abstract object? Eval(JinjaContext ctx);
+    /// <summary>Evaluates within the sandbox: one step of the budget, and the result's size checked.</summary>
+    public object? Eval(JinjaContext ctx)
+    {
+        ctx.Tick();
+        // Chains the parser builds in loops (a|f|f|..., a+b+c+...) are deep trees: evaluation stops cleanly before the stack ends.
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new JinjaError("an expression nests too deeply for the stack");
+        return JinjaLimits.Check(EvalCore(ctx));
+    }
+
+    protected abstract object? EvalCore(JinjaContext ctx);
 }
 
 internal sealed class LiteralExpr(object? value) : Expr
 {
     public object? Value => value;
-    public override object? Eval(JinjaContext ctx) => value;
+    protected override object? EvalCore(JinjaContext ctx) => value;
 }
 
 internal sealed class NameExpr(string name) : Expr
 {
     public string Name => name;
-    public override object? Eval(JinjaContext ctx) => ctx.Lookup(name);
+    protected override object? EvalCore(JinjaContext ctx) => ctx.Lookup(name);
 }
 
 internal sealed class ListExpr(List<Expr> items, bool isTuple) : Expr
@@ -24,7 +34,7 @@ internal sealed class ListExpr(List<Expr> items, bool isTuple) : Expr
     public List<Expr> Items => items;
     public bool IsTuple => isTuple;
 
-    public override object? Eval(JinjaContext ctx)
+    protected override object? EvalCore(JinjaContext ctx)
     {
         var vals = items.Select(i => i.Eval(ctx));
         return isTuple ? new JinjaTuple(vals) : vals.ToList();
@@ -33,7 +43,7 @@ internal sealed class ListExpr(List<Expr> items, bool isTuple) : Expr
 
 internal sealed class DictExpr(List<(Expr Key, Expr Value)> pairs) : Expr
 {
-    public override object? Eval(JinjaContext ctx)
+    protected override object? EvalCore(JinjaContext ctx)
     {
         var d = new Dictionary<string, object?>(StringComparer.Ordinal);
         foreach (var (k, v) in pairs) d[Py.Str(k.Eval(ctx))] = v.Eval(ctx);
@@ -45,17 +55,17 @@ internal sealed class AttrExpr(Expr obj, string name) : Expr
 {
     public Expr Obj => obj;
     public string Name => name;
-    public override object? Eval(JinjaContext ctx) => JinjaOps.GetAttr(obj.Eval(ctx), name);
+    protected override object? EvalCore(JinjaContext ctx) => JinjaOps.GetAttr(obj.Eval(ctx), name);
 }
 
 internal sealed class ItemExpr(Expr obj, Expr key) : Expr
 {
-    public override object? Eval(JinjaContext ctx) => JinjaOps.GetItem(obj.Eval(ctx), key.Eval(ctx));
+    protected override object? EvalCore(JinjaContext ctx) => JinjaOps.GetItem(obj.Eval(ctx), key.Eval(ctx));
 }
 
 internal sealed class SliceExpr(Expr obj, Expr? start, Expr? stop, Expr? step) : Expr
 {
-    public override object? Eval(JinjaContext ctx) =>
+    protected override object? EvalCore(JinjaContext ctx) =>
         JinjaOps.Slice(obj.Eval(ctx), start?.Eval(ctx), stop?.Eval(ctx), step?.Eval(ctx));
 }
 
@@ -71,7 +81,7 @@ internal sealed class CallExpr(Expr callee, List<Expr> args, List<(string Name, 
         return (a, k);
     }
 
-    public override object? Eval(JinjaContext ctx)
+    protected override object? EvalCore(JinjaContext ctx)
     {
         var f = callee.Eval(ctx);
         var (a, k) = EvalArgs(ctx);
@@ -102,12 +112,12 @@ internal sealed class FilterExpr(Expr value, FilterExpr.Call filter) : Expr
         }
     }
 
-    public override object? Eval(JinjaContext ctx) => filter.Apply(ctx, value.Eval(ctx));
+    protected override object? EvalCore(JinjaContext ctx) => filter.Apply(ctx, value.Eval(ctx));
 }
 
 internal sealed class TestExpr(Expr value, string name, List<Expr> args, bool negate) : Expr
 {
-    public override object? Eval(JinjaContext ctx)
+    protected override object? EvalCore(JinjaContext ctx)
     {
         bool r = JinjaFilters.Test(ctx, name, value.Eval(ctx), args.Select(a => a.Eval(ctx)).ToList());
         return negate ? !r : r;
@@ -116,12 +126,12 @@ internal sealed class TestExpr(Expr value, string name, List<Expr> args, bool ne
 
 internal sealed class NotExpr(Expr e) : Expr
 {
-    public override object? Eval(JinjaContext ctx) => !Py.Truthy(e.Eval(ctx));
+    protected override object? EvalCore(JinjaContext ctx) => !Py.Truthy(e.Eval(ctx));
 }
 
 internal sealed class NegExpr(Expr e, bool negate) : Expr
 {
-    public override object? Eval(JinjaContext ctx)
+    protected override object? EvalCore(JinjaContext ctx)
     {
         var v = e.Eval(ctx);
         if (!negate) return v;
@@ -137,28 +147,28 @@ internal sealed class NegExpr(Expr e, bool negate) : Expr
 
 internal sealed class AndExpr(Expr l, Expr r) : Expr
 {
-    public override object? Eval(JinjaContext ctx) { var a = l.Eval(ctx); return Py.Truthy(a) ? r.Eval(ctx) : a; }
+    protected override object? EvalCore(JinjaContext ctx) { var a = l.Eval(ctx); return Py.Truthy(a) ? r.Eval(ctx) : a; }
 }
 
 internal sealed class OrExpr(Expr l, Expr r) : Expr
 {
-    public override object? Eval(JinjaContext ctx) { var a = l.Eval(ctx); return Py.Truthy(a) ? a : r.Eval(ctx); }
+    protected override object? EvalCore(JinjaContext ctx) { var a = l.Eval(ctx); return Py.Truthy(a) ? a : r.Eval(ctx); }
 }
 
 internal sealed class CondExpr(Expr then, Expr cond, Expr? otherwise) : Expr
 {
-    public override object? Eval(JinjaContext ctx) =>
+    protected override object? EvalCore(JinjaContext ctx) =>
         Py.Truthy(cond.Eval(ctx)) ? then.Eval(ctx) : otherwise is null ? new JinjaUndefined("else") : otherwise.Eval(ctx);
 }
 
 internal sealed class BinaryExpr(string op, Expr l, Expr r) : Expr
 {
-    public override object? Eval(JinjaContext ctx) => JinjaOps.Binary(op, l.Eval(ctx), r.Eval(ctx));
+    protected override object? EvalCore(JinjaContext ctx) => JinjaOps.Binary(op, l.Eval(ctx), r.Eval(ctx));
 }
 
 internal sealed class CompareExpr(Expr first, List<(string Op, Expr Right)> rest) : Expr
 {
-    public override object? Eval(JinjaContext ctx)
+    protected override object? EvalCore(JinjaContext ctx)
     {
         var left = first.Eval(ctx);
         foreach (var (op, re) in rest)
@@ -264,19 +274,27 @@ internal static class JinjaOps
 
     public static object? Binary(string op, object? a, object? b)
     {
-        if (op == "~") return Py.Str(a) + Py.Str(b);
+        if (op == "~") return Concat(Py.Str(a), Py.Str(b));
         if (a is JinjaUndefined ua) throw new JinjaError($"'{ua.Name}' is undefined (used with '{op}')");
         if (b is JinjaUndefined ub) throw new JinjaError($"'{ub.Name}' is undefined (used with '{op}')");
         switch (op)
         {
             case "+":
-                if (a is string sa && b is string sb) return sa + sb;
-                if (a is List<object?> la && b is List<object?> lb) return la.Concat(lb).ToList();
+                if (a is string sa && b is string sb) return Concat(sa, sb);
+                if (a is List<object?> la && b is List<object?> lb)
+                {
+                    JinjaLimits.Size((long)la.Count + lb.Count, "a list", JinjaLimits.MaxList);
+                    return la.Concat(lb).ToList();
+                }
                 break;
             case "*":
                 if (a is string s1 && b is long n1) return Repeat(s1, n1);
                 if (a is long n2 && b is string s2) return Repeat(s2, n2);
-                if (a is List<object?> l1 && b is long n3) return Enumerable.Range(0, (int)Math.Max(0, n3)).SelectMany(_ => l1).ToList();
+                if (a is List<object?> l1 && b is long n3)
+                {
+                    if (n3 > 0 && l1.Count > 0) JinjaLimits.Size(n3 > JinjaLimits.MaxList ? n3 : n3 * l1.Count, "a repeated list", JinjaLimits.MaxList);
+                    return Enumerable.Range(0, (int)Math.Clamp(n3, 0, JinjaLimits.MaxList)).SelectMany(_ => l1).ToList();
+                }
                 break;
             case "%":
                 if (a is string fmt) return PercentFormat(fmt, b);
@@ -322,9 +340,16 @@ internal static class JinjaOps
         return d;
     }
 
+    private static string Concat(string a, string b)
+    {
+        if ((long)a.Length + b.Length > JinjaLimits.MaxString) throw JinjaLimits.TooLong("a concatenated string", (long)a.Length + b.Length);
+        return a + b;
+    }
+
     private static string Repeat(string s, long n)
     {
-        if (n <= 0) return "";
+        if (n <= 0 || s.Length == 0) return "";
+        if (n > JinjaLimits.MaxString || n * s.Length > JinjaLimits.MaxString) throw JinjaLimits.TooLong("a repeated string", n > JinjaLimits.MaxString ? n : n * s.Length);
         var sb = new StringBuilder(s.Length * (int)n);
         for (long i = 0; i < n; i++) sb.Append(s);
         return sb.ToString();

@@ -29,7 +29,7 @@ internal static class JinjaFilters
         ["attr"] = (_, v, a) => JinjaOps.GetAttr(v, Py.Str(a.Get(0, "name"))),
         ["batch"] = (_, v, a) => Batch(v, (int)Py.ToLong(a.Get(0, "linecount")), a.Get(1, "fill_with", Py.Undefined)),
         ["capitalize"] = (_, v, _) => Capitalize(Py.Str(v)),
-        ["center"] = (_, v, a) => Center(Py.Str(v), (int)Py.ToLong(a.Get(0, "width", 80L))),
+        ["center"] = (_, v, a) => Center(Py.Str(v), JinjaLimits.Size(Py.ToLong(a.Get(0, "width", 80L)), "center width")),
         ["count"] = (_, v, _) => Length(v),
         ["d"] = Default,
         ["default"] = Default,
@@ -144,7 +144,7 @@ internal static class JinjaFilters
     private static object? Indent(JinjaContext ctx, object? v, Args a)
     {
         object? w = a.Get(0, "width", 4L);
-        string pad = w is string ws ? ws : new string(' ', (int)Py.ToLong(w));
+        string pad = w is string ws ? ws : new string(' ', JinjaLimits.Size(Py.ToLong(w), "indent width", 4096));
         bool first = Py.Truthy(a.Get(1, "first", false)), blank = Py.Truthy(a.Get(2, "blank", false));
         string s = Py.Str(v);
         var lines = s.Split('\n');
@@ -163,8 +163,16 @@ internal static class JinjaFilters
     {
         string sep = Py.Str(a.Get(0, "d", ""));
         var attr = a.Get(1, "attribute");
-        var items = Py.Iterate(v);
-        return string.Join(sep, items.Select(x => Py.Str(attr is null ? x : AttrPath(x, attr))));
+        var sb = new StringBuilder();
+        bool first = true;
+        foreach (var x in Py.Iterate(v))
+        {
+            if (!first) sb.Append(sep);
+            first = false;
+            sb.Append(Py.Str(attr is null ? x : AttrPath(x, attr)));
+            if (sb.Length > JinjaLimits.MaxString) throw JinjaLimits.TooLong("the joined string", sb.Length);
+        }
+        return sb.ToString();
     }
 
     /// <summary>Attribute lookup by "a.b" path or integer index, as map/sort/selectattr take it.</summary>

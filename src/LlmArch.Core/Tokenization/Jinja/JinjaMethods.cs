@@ -40,9 +40,9 @@ internal static class JinjaMethods
         ["islower"] = (s, _) => ((string)s).Any(char.IsLetter) && (string)s == ((string)s).ToLowerInvariant(),
         ["removeprefix"] = (s, a) => Py.Str(a.Get(0, "prefix")) is var p && ((string)s).StartsWith(p, StringComparison.Ordinal) ? ((string)s)[p.Length..] : s,
         ["removesuffix"] = (s, a) => Py.Str(a.Get(0, "suffix")) is var p && p.Length > 0 && ((string)s).EndsWith(p, StringComparison.Ordinal) ? ((string)s)[..^p.Length] : s,
-        ["zfill"] = (s, a) => ((string)s).PadLeft((int)Py.ToLong(a.Get(0, "width")), '0'),
-        ["ljust"] = (s, a) => ((string)s).PadRight((int)Py.ToLong(a.Get(0, "width")), Py.Str(a.Get(1, "fillchar", " "))[0]),
-        ["rjust"] = (s, a) => ((string)s).PadLeft((int)Py.ToLong(a.Get(0, "width")), Py.Str(a.Get(1, "fillchar", " "))[0]),
+        ["zfill"] = (s, a) => ((string)s).PadLeft(JinjaLimits.Size(Py.ToLong(a.Get(0, "width")), "zfill width"), '0'),
+        ["ljust"] = (s, a) => ((string)s).PadRight(JinjaLimits.Size(Py.ToLong(a.Get(0, "width")), "ljust width"), FillChar(a)),
+        ["rjust"] = (s, a) => ((string)s).PadLeft(JinjaLimits.Size(Py.ToLong(a.Get(0, "width")), "rjust width"), FillChar(a)),
     };
 
     private static readonly Dictionary<string, Method> DictMethods = new(StringComparer.Ordinal)
@@ -120,6 +120,9 @@ internal static class JinjaMethods
         return new JinjaFunction(name, (_, args, kwargs) => m(obj!, new JinjaFilters.Args(args, kwargs)));
     }
 
+    private static char FillChar(JinjaFilters.Args a) =>
+        Py.Str(a.Get(1, "fillchar", " ")) is { Length: 1 } f ? f[0] : throw new JinjaError("the fill character must be exactly one character long");
+
     private static bool AnyAffix(object? arg, Func<string, bool> test) => arg switch
     {
         string s => test(s),
@@ -139,6 +142,10 @@ internal static class JinjaMethods
     public static string Replace(string s, string old, string @new, object? count)
     {
         long n = count is null or JinjaUndefined ? -1 : Py.ToLong(count);
+        long hits = old.Length == 0 ? s.Length + 1L : CountOccurrences(s, old);
+        if (n >= 0) hits = Math.Min(hits, n);
+        long size = s.Length + hits * (@new.Length - old.Length);
+        if (size > JinjaLimits.MaxString) throw JinjaLimits.TooLong("the replaced string", size);
         if (n < 0) return old.Length == 0 ? InsertEverywhere(s, @new) : s.Replace(old, @new, StringComparison.Ordinal);
         var sb = new StringBuilder();
         int pos = 0;
@@ -263,7 +270,7 @@ internal static class JinjaMethods
     private static string ApplySpec(object? v, string spec)
     {
         if (spec.Length == 0) return Py.Str(v);
-        if (spec.EndsWith('f') && int.TryParse(spec.TrimStart('.').TrimEnd('f'), out int prec))
+        if (spec.EndsWith('f') && int.TryParse(spec.TrimStart('.').TrimEnd('f'), out int prec) && prec is >= 0 and <= 100)
             return Py.ToDouble(v).ToString("F" + prec, CultureInfo.InvariantCulture);
         if (spec == "d") return Py.ToLong(v).ToString(CultureInfo.InvariantCulture);
         return Py.Str(v);

@@ -6,7 +6,18 @@ internal sealed class JinjaParser
     private readonly List<Tok> _toks;
     private int _pos;
 
+    private int _depth;
+
     private JinjaParser(List<Tok> toks) { _toks = toks; }
+
+    /// <summary>Runs a nested parse one level deeper: the depth is checked before recursing (never a stack overflow).</summary>
+    private T Nested<T>(Func<T> parse)
+    {
+        if (++_depth > JinjaLimits.MaxNesting || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw Error($"blocks and expressions nest deeper than {JinjaLimits.MaxNesting} levels, the sandbox limit");
+        try { return parse(); }
+        finally { _depth--; }
+    }
 
     public static List<Stmt> Parse(string source)
     {
@@ -97,7 +108,9 @@ internal sealed class JinjaParser
 
     private void EndTag() => Expect(TokKind.BlockEnd);
 
-    private Stmt ParseStatement()
+    private Stmt ParseStatement() => Nested(ParseStatementCore);
+
+    private Stmt ParseStatementCore()
     {
         int line = Cur.Line;
         string kw = ExpectName();
@@ -286,7 +299,9 @@ internal sealed class JinjaParser
         return new ListExpr(items, isTuple: true);
     }
 
-    private Expr ParseExpression(bool withCondExpr = true)
+    private Expr ParseExpression(bool withCondExpr = true) => Nested(() => ParseExpressionCore(withCondExpr));
+
+    private Expr ParseExpressionCore(bool withCondExpr)
     {
         var e = ParseOr();
         if (!withCondExpr) return e;
@@ -313,7 +328,7 @@ internal sealed class JinjaParser
         return e;
     }
 
-    private Expr ParseNot() => SkipName("not") ? new NotExpr(ParseNot()) : ParseCompare();
+    private Expr ParseNot() => SkipName("not") ? new NotExpr(Nested(ParseNot)) : ParseCompare();
 
     private static readonly HashSet<string> CompareOps = ["==", "!=", "<", "<=", ">", ">="];
 
@@ -362,8 +377,8 @@ internal sealed class JinjaParser
     private Expr ParseUnary(bool withFilter)
     {
         Expr e;
-        if (SkipOp("-")) e = new NegExpr(ParseUnary(false), true);
-        else if (SkipOp("+")) e = new NegExpr(ParseUnary(false), false);
+        if (SkipOp("-")) e = new NegExpr(Nested(() => ParseUnary(false)), true);
+        else if (SkipOp("+")) e = new NegExpr(Nested(() => ParseUnary(false)), false);
         else e = ParsePrimary();
         e = ParsePostfix(e);
         if (withFilter) e = ParseFilterExpr(e);

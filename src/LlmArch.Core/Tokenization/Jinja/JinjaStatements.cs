@@ -14,7 +14,10 @@ internal abstract class Stmt
         foreach (var s in body)
         {
             ctx.Line = s.Line;
+            ctx.Tick();
             var f = s.Exec(ctx, o);
+            if (o.Length > JinjaLimits.MaxOutput)
+                throw new JinjaError($"the output would be over {JinjaLimits.MaxOutput} characters, the sandbox limit");
             if (f != Flow.Normal) return f;
         }
         return Flow.Normal;
@@ -126,6 +129,7 @@ internal sealed class ForStmt(Target target, Expr iter, Expr? filter, List<Stmt>
             var loop = new LoopInfo(items);
             for (int i = 0; i < items.Count; i++)
             {
+                ctx.Tick();
                 loop.Index0 = i;
                 ctx.Set("loop", loop);
                 target.Assign(ctx, items[i]);
@@ -169,6 +173,17 @@ internal sealed class Macro(string name, List<(string Name, Expr? Default)> para
     public object? Invoke(JinjaContext ctx, List<object?> args, Dictionary<string, object?> kwargs, IJinjaCallable? caller)
     {
         if (args.Count > parameters.Count) throw new JinjaError($"macro '{name}' takes {parameters.Count} arguments, got {args.Count}");
+        if (ctx.CallDepth >= JinjaLimits.MaxCallDepth)
+            throw new JinjaError($"macro '{name}' is nested {ctx.CallDepth} calls deep, the sandbox limit (a macro that calls itself without end?)");
+        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new JinjaError($"macro '{name}': calls nest too deeply for the stack");
+        ctx.CallDepth++;
+        try { return InvokeCore(ctx, args, kwargs, caller); }
+        finally { ctx.CallDepth--; }
+    }
+
+    private object? InvokeCore(JinjaContext ctx, List<object?> args, Dictionary<string, object?> kwargs, IJinjaCallable? caller)
+    {
         return ctx.InFrame(() =>
         {
             var extra = new Dictionary<string, object?>(kwargs, StringComparer.Ordinal);

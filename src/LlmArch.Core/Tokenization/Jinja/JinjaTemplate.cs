@@ -15,7 +15,15 @@ public sealed class JinjaTemplate
     private JinjaTemplate(List<Stmt> body) { _body = body; }
 
     /// <summary>Parses a template; syntax errors, unknown filters and tests throw <see cref="LlmArchInputException"/>.</summary>
-    public static JinjaTemplate Parse(string source) => new(JinjaParser.Parse(source));
+    public static JinjaTemplate Parse(string source)
+    {
+        if (source.Length > JinjaLimits.MaxString) throw new LlmArchInputException($"chat template: {source.Length} characters is over the sandbox limit of {JinjaLimits.MaxString}");
+        try { return new(JinjaParser.Parse(source)); }
+        catch (Exception e) when (e is OverflowException or FormatException or ArgumentException or IndexOutOfRangeException or InsufficientExecutionStackException)
+        {
+            throw new LlmArchInputException($"chat template: cannot parse ({e.GetType().Name}: {e.Message})");
+        }
+    }
 
     /// <summary>
     /// Renders with the given variables (.NET values: string, bool, numbers, lists, dictionaries, JsonElement/JsonNode).
@@ -44,11 +52,13 @@ public sealed class JinjaTemplate
                 return d;
             }),
         };
-        foreach (var (k, v) in variables) globals[k] = Py.FromObject(v);
         var ctx = new JinjaContext(globals);
         var sb = new StringBuilder();
+        var outer = JinjaLimits.Current;
+        JinjaLimits.Current = ctx;
         try
         {
+            foreach (var (k, v) in variables) ctx.Set(k, Py.FromObject(v));
             Stmt.ExecAll(_body, ctx, sb);
         }
         catch (JinjaError e)
@@ -63,6 +73,13 @@ public sealed class JinjaTemplate
         {
             throw new LlmArchInputException($"chat template: line {ctx.Line}: wrong value type ({e.Message})");
         }
+        catch (Exception e) when (e is ArgumentException or FormatException or OverflowException or IndexOutOfRangeException
+                                      or KeyNotFoundException or NullReferenceException or InsufficientExecutionStackException)
+        {
+            // The engine's own checks name the problem; anything else a template provokes is still one error, not a crash.
+            throw new LlmArchInputException($"chat template: line {ctx.Line}: {e.GetType().Name}: {e.Message}");
+        }
+        finally { JinjaLimits.Current = outer; }
         return sb.ToString();
     }
 
@@ -77,7 +94,7 @@ public sealed class JinjaTemplate
         for (long i = start; step > 0 ? i < stop : i > stop; i += step)
         {
             r.Add(i);
-            if (r.Count > 10_000_000) throw new JinjaError("range too large");
+            if (r.Count > JinjaLimits.MaxList) throw new JinjaError($"range() of more than {JinjaLimits.MaxList} items is over the sandbox limit");
         }
         return r;
     }

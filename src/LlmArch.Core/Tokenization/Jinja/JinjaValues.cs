@@ -86,20 +86,50 @@ internal static class Py
         _ => Repr(v),
     };
 
-    /// <summary>Python repr().</summary>
+    /// <summary>Python repr(), within the sandbox's depth and length limits (shared or self-containing lists included).</summary>
     public static string Repr(object? v)
     {
+        if (v is string s0) return StrRepr(s0);
+        var sb = new StringBuilder();
+        Repr(sb, v, 0);
+        JinjaLimits.Charge(sb.Length);
+        return sb.ToString();
+    }
+
+    private static void Repr(StringBuilder sb, object? v, int depth)
+    {
+        if (sb.Length > JinjaLimits.MaxString) throw JinjaLimits.TooLong("a printed value", sb.Length);
         switch (v)
         {
-            case string s: return StrRepr(s);
+            case string s: sb.Append(StrRepr(s)); return;
             case JinjaTuple t:
-                return t.Count == 1 ? $"({Repr(t[0])},)" : "(" + string.Join(", ", t.Select(Repr)) + ")";
-            case List<object?> l: return "[" + string.Join(", ", l.Select(Repr)) + "]";
+                JinjaLimits.Deeper(depth);
+                sb.Append('(');
+                for (int i = 0; i < t.Count; i++) { if (i > 0) sb.Append(", "); Repr(sb, t[i], depth + 1); }
+                sb.Append(t.Count == 1 ? ",)" : ")");
+                return;
+            case List<object?> l:
+                JinjaLimits.Deeper(depth);
+                sb.Append('[');
+                for (int i = 0; i < l.Count; i++) { if (i > 0) sb.Append(", "); Repr(sb, l[i], depth + 1); }
+                sb.Append(']');
+                return;
             case Dictionary<string, object?> d:
-                return "{" + string.Join(", ", d.Select(kv => StrRepr(kv.Key) + ": " + Repr(kv.Value))) + "}";
-            case JinjaNamespace: return "<Namespace>";
-            case IJinjaCallable: return "<function>";
-            default: return Str(v);
+                JinjaLimits.Deeper(depth);
+                sb.Append('{');
+                bool first = true;
+                foreach (var kv in d)
+                {
+                    if (!first) sb.Append(", ");
+                    first = false;
+                    sb.Append(StrRepr(kv.Key)).Append(": ");
+                    Repr(sb, kv.Value, depth + 1);
+                }
+                sb.Append('}');
+                return;
+            case JinjaNamespace: sb.Append("<Namespace>"); return;
+            case IJinjaCallable: sb.Append("<function>"); return;
+            default: sb.Append(Str(v)); return;
         }
     }
 
@@ -181,7 +211,9 @@ internal static class Py
         _ => throw new InvalidOperationException(),
     };
 
-    public static bool Eq(object? a, object? b)
+    public static bool Eq(object? a, object? b) => Eq(a, b, 0);
+
+    private static bool Eq(object? a, object? b, int depth)
     {
         if (a is null || b is null) return a is null && b is null;
         if (a is JinjaUndefined || b is JinjaUndefined) return a is JinjaUndefined && b is JinjaUndefined;
@@ -194,13 +226,17 @@ internal static class Py
         if (a is List<object?> la && b is List<object?> lb)
         {
             if (la.Count != lb.Count) return false;
-            for (int i = 0; i < la.Count; i++) if (!Eq(la[i], lb[i])) return false;
+            if (ReferenceEquals(la, lb)) return true;
+            JinjaLimits.Deeper(depth);
+            for (int i = 0; i < la.Count; i++) if (!Eq(la[i], lb[i], depth + 1)) return false;
             return true;
         }
         if (a is Dictionary<string, object?> da && b is Dictionary<string, object?> db)
         {
             if (da.Count != db.Count) return false;
-            foreach (var (k, v) in da) if (!db.TryGetValue(k, out var w) || !Eq(v, w)) return false;
+            if (ReferenceEquals(da, db)) return true;
+            JinjaLimits.Deeper(depth);
+            foreach (var (k, v) in da) if (!db.TryGetValue(k, out var w) || !Eq(v, w, depth + 1)) return false;
             return true;
         }
         return ReferenceEquals(a, b);
@@ -215,7 +251,9 @@ internal static class Py
     };
 
     /// <summary>Python ordering for &lt; &gt;; throws for unorderable types.</summary>
-    public static int Compare(object? a, object? b)
+    public static int Compare(object? a, object? b) => Compare(a, b, 0);
+
+    private static int Compare(object? a, object? b, int depth)
     {
         if (IsNumber(a) && IsNumber(b))
         {
@@ -225,9 +263,10 @@ internal static class Py
         if (a is string sa && b is string sb) return string.CompareOrdinal(sa, sb);
         if (a is List<object?> la && b is List<object?> lb)
         {
+            JinjaLimits.Deeper(depth);
             for (int i = 0; i < Math.Min(la.Count, lb.Count); i++)
             {
-                int c = Compare(la[i], lb[i]);
+                int c = Compare(la[i], lb[i], depth + 1);
                 if (c != 0) return c;
             }
             return la.Count.CompareTo(lb.Count);
@@ -267,8 +306,11 @@ internal static class Py
     };
 
     /// <summary>Converts .NET / JSON values to template values.</summary>
-    public static object? FromObject(object? v)
+    public static object? FromObject(object? v) => FromObject(v, 0);
+
+    private static object? FromObject(object? v, int depth)
     {
+        JinjaLimits.Deeper(depth);
         switch (v)
         {
             case null: return null;
@@ -279,18 +321,18 @@ internal static class Py
             case uint u: return (long)u;
             case float f: return (double)f;
             case decimal m: return (double)m;
-            case JsonElement e: return FromJson(e);
+            case JsonElement e: return FromJson(e, depth);
             case System.Text.Json.Nodes.JsonNode n: return FromJson(JsonSerializer.SerializeToElement(n));
             case System.Collections.IDictionary d:
             {
                 var r = new Dictionary<string, object?>(StringComparer.Ordinal);
-                foreach (System.Collections.DictionaryEntry kv in d) r[Str(FromObject(kv.Key))] = FromObject(kv.Value);
+                foreach (System.Collections.DictionaryEntry kv in d) r[Str(FromObject(kv.Key, depth + 1))] = FromObject(kv.Value, depth + 1);
                 return r;
             }
             case IEnumerable<KeyValuePair<string, object?>> kvs:
             {
                 var r = new Dictionary<string, object?>(StringComparer.Ordinal);
-                foreach (var kv in kvs) r[kv.Key] = FromObject(kv.Value);
+                foreach (var kv in kvs) r[kv.Key] = FromObject(kv.Value, depth + 1);
                 return r;
             }
             case IEnumerable<KeyValuePair<string, string>> kvs2:
@@ -302,24 +344,27 @@ internal static class Py
             case System.Collections.IEnumerable items:
             {
                 var r = new List<object?>();
-                foreach (var x in items) r.Add(FromObject(x));
+                foreach (var x in items) r.Add(FromObject(x, depth + 1));
                 return r;
             }
             default: return FromJson(JsonSerializer.SerializeToElement(v));
         }
     }
 
-    public static object? FromJson(JsonElement e)
+    public static object? FromJson(JsonElement e) => FromJson(e, 0);
+
+    private static object? FromJson(JsonElement e, int depth)
     {
+        JinjaLimits.Deeper(depth);
         switch (e.ValueKind)
         {
             case JsonValueKind.Object:
             {
                 var d = new Dictionary<string, object?>(StringComparer.Ordinal);
-                foreach (var p in e.EnumerateObject()) d[p.Name] = FromJson(p.Value);
+                foreach (var p in e.EnumerateObject()) d[p.Name] = FromJson(p.Value, depth + 1);
                 return d;
             }
-            case JsonValueKind.Array: return e.EnumerateArray().Select(FromJson).ToList();
+            case JsonValueKind.Array: return e.EnumerateArray().Select(x => FromJson(x, depth + 1)).ToList();
             case JsonValueKind.String: return e.GetString();
             case JsonValueKind.Number: return e.TryGetInt64(out long l) ? (object)l : e.GetDouble();
             case JsonValueKind.True: return true;

@@ -12,17 +12,21 @@ internal static class PyJson
         {
             null or JinjaUndefined => null,
             string s => s,
-            _ => new string(' ', (int)Math.Max(0, Py.ToLong(indent))),
+            _ => new string(' ', JinjaLimits.Size(Py.ToLong(indent), "tojson indent", 1024)),
         };
         string itemSep = ind is null ? ", " : ",", keySep = ": ";
         if (separators is List<object?> { Count: 2 } seps) { itemSep = Py.Str(seps[0]); keySep = Py.Str(seps[1]); }
         var sb = new StringBuilder();
         Write(sb, v, ind, 0, sortKeys, itemSep, keySep, ensureAscii);
+        JinjaLimits.Charge(sb.Length);
         return sb.ToString();
     }
 
     private static void Write(StringBuilder sb, object? v, string? ind, int depth, bool sortKeys, string itemSep, string keySep, bool ascii)
     {
+        // Shared lists can make the text exponentially longer than the value: check as it grows, and the depth.
+        if (sb.Length > JinjaLimits.MaxString) throw JinjaLimits.TooLong("tojson output", sb.Length);
+        JinjaLimits.Deeper(depth);
         switch (v)
         {
             case null or JinjaUndefined: sb.Append("null"); return;
