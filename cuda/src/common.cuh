@@ -129,6 +129,9 @@ __device__ __forceinline__ float block_max(float v, float* sh) {
 }
 
 __device__ __forceinline__ float silu_f(float x) { return x / (1.f + expf(-x)); }
+// max / min that keep a NaN (fmaxf and fminf return the other operand), as the CPU and the reference do
+__device__ __forceinline__ float nan_max(float a, float b) { return (a != a || b != b) ? a + b : fmaxf(a, b); }
+__device__ __forceinline__ float nan_min(float a, float b) { return (a != a || b != b) ? a + b : fminf(a, b); }
 __device__ __forceinline__ float gelu_erf_f(float x) { return (float)(0.5 * (double)x * (1.0 + erf((double)x / 1.4142135623730951))); }
 __device__ __forceinline__ float gelu_tanh_f(float x) { return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))); }
 
@@ -138,10 +141,10 @@ __device__ __forceinline__ float glu_one(int kind, float g, float u, float limit
     case 0: return silu_f(g) * u;
     case 1: return gelu_tanh_f(g) * u;
     case 2: return gelu_erf_f(g) * u;
-    case 3: return fmaxf(0.f, g) * u;
+    case 3: return nan_max(0.f, g) * u;
     default: {
-        g = fminf(g, limit);
-        u = fminf(fmaxf(u, -limit), limit);
+        g = nan_min(g, limit);
+        u = nan_min(nan_max(u, -limit), limit);
         return (u + 1.f) * (g / (1.f + expf(-g * alpha)));
     }
     }

@@ -33,10 +33,10 @@ __device__ __forceinline__ float unary_one(int op, float x, float a, float b) {
     case 12: return silu_f(x);
     case 13: return gelu_erf_f(x);
     case 14: return gelu_tanh_f(x);
-    case 15: return fmaxf(0.f, x);
+    case 15: return nan_max(0.f, x);
     case 16: return x > 20.f ? x : (float)log(1.0 + exp((double)x));
     case 17: return a * tanhf(x / a);
-    case 18: return fminf(fmaxf(x, a), b);
+    case 18: return x != x ? x : fminf(fmaxf(x, a), b);
     }
     return __int_as_float(0x7fc00000);
 }
@@ -51,8 +51,8 @@ __device__ __forceinline__ float binary_one(int op, float a, float b) {
     case 1: return a - b;
     case 2: return a * b;
     case 3: return a / b;
-    case 4: return fmaxf(a, b);
-    case 5: return fminf(a, b);
+    case 4: return nan_max(a, b);
+    case 5: return nan_min(a, b);
     case 6: return a >= b ? 1.f : 0.f;
     }
     return __int_as_float(0x7fc00000);

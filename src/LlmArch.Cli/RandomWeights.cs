@@ -37,13 +37,16 @@ internal sealed unsafe class RandomWeights(string location, DType dtype, bool fp
             return t;
         }
         bool linear = name.EndsWith("proj.weight", StringComparison.Ordinal) || name.Contains("experts", StringComparison.Ordinal) && name.EndsWith("weight", StringComparison.Ordinal);
-        if (fp8 && linear && shape.Rank == 2)
+        // FP8 checkpoints quantize every linear layer, stacked experts included ([E, out, in] with [E, out/128, in/128] scales)
+        bool stackedExperts = shape.Rank == 3 && name.Contains("experts", StringComparison.Ordinal);
+        if (fp8 && (linear && shape.Rank == 2 || stackedExperts))
         {
             var q = Tensor.Zeros(DType.F8E4M3, shape, name);
             // e4m3 magnitudes 2^-3 .. 2^0 (never the NaN codes), random signs; block scales ~0.02.
-            Fill(q.AsBytes(), state, 0, 0, fp8Values: true);
-            int br = (shape[0] + 127) / 128, bc = (shape[1] + 127) / 128;
-            var s = Tensor.Zeros(DType.F32, new Shape(br, bc), name + "_scale_inv");
+            FillParallel((byte*)q.Ptr, q.ByteCount, state);
+            int rows = shape[shape.Rank - 2], cols = shape[shape.Rank - 1];
+            int br = (rows + 127) / 128, bc = (cols + 127) / 128;
+            var s = Tensor.Zeros(DType.F32, shape.Rank == 3 ? new Shape(shape[0], br, bc) : new Shape(br, bc), name + "_scale_inv");
             s.AsFloats().Fill(0.02f);
             return BlockScales.Attach(q, s, 128, 128);
         }
@@ -65,6 +68,17 @@ internal sealed unsafe class RandomWeights(string location, DType dtype, bool fp
             }
         });
         return w;
+    }
+
+    /// <summary>FP8 codes as <see cref="Fill"/> makes them, in parallel chunks (an 80B checkpoint is 80 GB of them).</summary>
+    private static void FillParallel(byte* p, long n, ulong state)
+    {
+        const long chunk = 1L << 24;
+        Parallel.For(0, (n + chunk - 1) / chunk, c =>
+        {
+            long a = c * chunk, len = Math.Min(chunk, n - a);
+            Fill(new Span<byte>(p + a, (int)len), state ^ ((ulong)c * 0xBF58476D1CE4E5B9UL), 0, 0, fp8Values: true);
+        });
     }
 
     private static void Fill(Span<byte> bytes, ulong state, byte baseValue, byte range, bool fp8Values = false)

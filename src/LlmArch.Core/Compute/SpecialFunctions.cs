@@ -6,6 +6,8 @@ public static class SpecialFunctions
     /// <summary>Abramowitz-Stegun 7.1.26 is too coarse for 1e-6 parity; this uses a continued erfc for |x| large and a series otherwise.</summary>
     public static double Erf(double x)
     {
+        if (double.IsNaN(x)) return x;
+        if (double.IsInfinity(x)) return x > 0 ? 1 : -1;
         double ax = Math.Abs(x);
         double r;
         if (ax < 2.5)

@@ -42,8 +42,20 @@ public sealed unsafe class Tensor
     public static Tensor Zeros(DType dtype, Shape shape, string name = "")
     {
         long bytes = DTypes.StorageBytes(dtype, shape.Count);
+        if (bytes > Array.MaxLength - 64)
+        {
+            // beyond a managed array (2 GB): zeroed native memory, freed with its owner
+            void* p = System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)bytes, 64);
+            System.Runtime.InteropServices.NativeMemory.Clear(p, (nuint)bytes);
+            return new Tensor(dtype, shape, (nint)p, new NativeBlock(p), name);
+        }
         var arr = GC.AllocateArray<byte>(checked((int)Math.Max(bytes, 1)), pinned: true);
         return new Tensor(dtype, shape, (nint)Unsafe.AsPointer(ref arr[0]), arr, name);
+    }
+
+    private sealed class NativeBlock(void* p)
+    {
+        ~NativeBlock() => System.Runtime.InteropServices.NativeMemory.AlignedFree(p);
     }
 
     /// <summary>A pinned F32 tensor holding a copy of <paramref name="values"/>.</summary>

@@ -158,6 +158,10 @@ public abstract class CausalLM
     /// </summary>
     protected virtual bool StepGraphsAllowed => true;
 
+    /// <summary>Whether a backend may capture this model's decode steps as graphs (false for models whose blocks decide
+    /// on the host from positions: DSA, compressed attention).</summary>
+    public bool UsesStepGraphs => StepGraphsAllowed;
+
     private void Validate(StepBatch batch, ModelCache cache)
     {
         if (!ReferenceEquals(cache.Backend, Backend)) throw new ArgumentException("the cache belongs to another backend");
