@@ -36,8 +36,8 @@ switch (args.ElementAtOrDefault(0))
         var all = decode ? null : model.Forward(ids, 1, cache);
         for (int t = 0; t < ids.Length; t++)
         {
-            if (decode) model.Backend.ToHost(model.Forward(ids.AsSpan(t, 1), 1, cache, lastOnly: true), row);
-            else model.Backend.ToHost(all!, row, (long)t * V);
+            if (decode) model.Backend.Download<float>(model.Forward(ids.AsSpan(t, 1), 1, cache, lastOnly: true), row);
+            else model.Backend.Download<float>(all!, row, (long)t * V);
             var best = Enumerable.Range(0, V).OrderByDescending(i => row[i]).Take(5).ToArray();
             top.Add(new { ids = best, logits = best.Select(i => row[i]).ToArray() });
         }

@@ -115,14 +115,21 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
         {
             null or "" or "none" => null,
             "q8_0" => DType.Q8_0,
-            var q => throw new LlmArchInputException($"quantization '{q}' is not supported (supported: q8_0)"),
+            "q4_0" => DType.Q4_0,
+            "q4_k" => DType.Q4_K,
+            var q => throw new LlmArchInputException($"quantization '{q}' is not supported (supported: q8_0, q4_0, q4_k)"),
         };
-        if (!Directory.Exists(path)) throw new LlmArchInputException($"{path}: model directory not found");
+        // a llama.cpp GGUF file carries its vocabulary and chat template in its metadata
+        bool gguf = path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(path);
+        if (!gguf && !Directory.Exists(path)) throw new LlmArchInputException($"{path}: model directory not found");
         string tokDir = options.TokenizerPath ?? path;
-        var tokenizer = Tokenizer.Load(tokDir);
+        bool ggufTokenizer = gguf && options.TokenizerPath is null;
+        var tokenizer = ggufTokenizer ? GgufTokenizer.Load(path) : Tokenizer.Load(tokDir);
         ChatTemplate? template = null;
-        try { template = ChatTemplate.Load(tokDir); }
-        catch (LlmArchInputException e) when (e.Message.Contains("no chat template", StringComparison.Ordinal)) { }
+        if (ggufTokenizer) template = GgufTokenizer.LoadChatTemplate(path);
+        else
+            try { template = ChatTemplate.Load(tokDir); }
+            catch (LlmArchInputException e) when (e.Message.Contains("no chat template", StringComparison.Ordinal)) { }
         var gen = GenerationConfig.TryLoad(path);
         CpuThreadPool? pool = options.Threads is int th ? new CpuThreadPool(th) : null;
         try

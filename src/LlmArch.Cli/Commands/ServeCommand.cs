@@ -15,7 +15,7 @@ public sealed class ServeCommand : Verb
     private readonly Option<int> _parallel = Opt.Int("--parallel", "sequences generated at once (the engine's cache slots)", 8, min: 1, max: 1024);
     private readonly Option<int?> _ctx = Opt.OptionalInt("--ctx", "tokens per sequence, prompt + generated (default: the model's, capped at 4096)", min: 2, max: 1 << 22);
     private readonly Option<int> _queue = Opt.Int("--max-queue", "requests that may wait for a slot before new ones get 429", 64, min: 0, max: 1 << 20);
-    private readonly Option<string?> _quant = Opt.Text("--quant", "quantize weights at load (q8_0)", "QUANT");
+    private readonly Option<string?> _quant = Opt.Text("--quant", "quantize weights at load (q8_0, q4_0, q4_k)", "QUANT");
     private readonly Option<string?> _tokenizer = Opt.Text("--tokenizer", "directory of tokenizer.json when not the model's", "DIR");
     private readonly Option<string?> _name = Opt.Text("--name", "the model id in responses (default: the directory name)", "ID");
     private readonly Option<bool> _quiet = Opt.Flag("--quiet", "no per-request log lines on stderr");

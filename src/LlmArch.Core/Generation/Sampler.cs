@@ -45,6 +45,33 @@ public sealed class Sampler
         _rng = options.Seed is int s ? new Random(s) : new Random();
     }
 
+    /// <summary>Moves the <paramref name="k"/> smallest values of <paramref name="keys"/> (distinct) to its first k
+    /// places, in no particular order.</summary>
+    public static void SmallestKeys(Span<ulong> keys, int k)
+    {
+        // keys[0..k) is a max-heap of the k smallest seen so far
+        for (int i = 1; i < k; i++)
+        {
+            int c = i;
+            while (c > 0 && keys[(c - 1) / 2] < keys[c]) { (keys[c], keys[(c - 1) / 2]) = (keys[(c - 1) / 2], keys[c]); c = (c - 1) / 2; }
+        }
+        for (int i = k; i < keys.Length; i++)
+        {
+            if (keys[i] >= keys[0]) continue;
+            keys[0] = keys[i];
+            int p = 0;
+            while (true)
+            {
+                int l = 2 * p + 1, r = l + 1, m = p;
+                if (l < k && keys[l] > keys[m]) m = l;
+                if (r < k && keys[r] > keys[m]) m = r;
+                if (m == p) break;
+                (keys[p], keys[m]) = (keys[m], keys[p]);
+                p = m;
+            }
+        }
+    }
+
     public static int ArgMax(ReadOnlySpan<float> logits)
     {
         int best = 0;
@@ -78,9 +105,16 @@ public sealed class Sampler
             u = (u & 0x80000000u) != 0 ? ~u : u | 0x80000000u; // ascending with the float value
             keys[i] = ((ulong)~u << 32) | (uint)i;
         }
-        keys.Sort();
-        for (int i = 0; i < V; i++) order[i] = (int)(uint)keys[i];
         int n = _o.TopK > 0 ? Math.Min(_o.TopK, V) : V;
+        if (n < V / 8)
+        {
+            // top-k: the k smallest keys by a bounded max-heap (O(V log k), not a sort of the whole vocabulary per
+            // token), then sorted: the same ids in the same order as the full sort's first k.
+            SmallestKeys(keys, n);
+            keys = keys[..n];
+        }
+        keys.Sort();
+        for (int i = 0; i < keys.Length; i++) order[i] = (int)(uint)keys[i];
         float max = probs[order[0]];
         double sum = 0;
         for (int i = 0; i < n; i++) { float e = MathF.Exp(probs[order[i]] - max); probs[order[i]] = e; sum += e; }

@@ -27,16 +27,18 @@ public static unsafe partial class MatMul
         private void Rows512(int r0, int r1)
         {
             long stride = (long)K * 2;
-            for (int n = 0; n < N; n++)
+            // Rows in chunks of 16, every token per chunk: weights come from memory once, from L1/L2 for the other tokens.
+            for (int c0 = r0; c0 < r1; c0 += 16)
+            for (int n = 0, c1 = Math.Min(r1, c0 + 16); n < N; n++)
             {
                 float* xs = Xs + (long)n * K;
                 float* y = Y + (long)n * O;
-                int o = r0;
-                for (; o + 4 <= r1; o += 4)
+                int o = c0;
+                for (; o + 4 <= c1; o += 4)
                 {
                     byte* w0 = W + o * stride;
                     Vector512<float> a0 = default, a1 = default, a2 = default, a3 = default;
-                    byte* pf = o + 8 <= O ? w0 + 4 * stride : null;
+                    byte* pf = n == 0 && o + 8 <= O ? w0 + 4 * stride : null;
                     for (int k = 0; k < K; k += 32)
                     {
                         if (pf is not null)
@@ -55,7 +57,7 @@ public static unsafe partial class MatMul
                     }
                     Put4(y, o, Vector512.Sum(a0), Vector512.Sum(a1), Vector512.Sum(a2), Vector512.Sum(a3));
                 }
-                for (; o < r1; o++)
+                for (; o < c1; o++)
                 {
                     byte* w0 = W + o * stride;
                     Vector512<float> a0 = default;
@@ -70,17 +72,19 @@ public static unsafe partial class MatMul
         private void Rows256(int r0, int r1)
         {
             long stride = (long)K * 2;
-            for (int n = 0; n < N; n++)
+            // Rows in chunks of 16, every token per chunk: weights come from memory once, from L1/L2 for the other tokens.
+            for (int c0 = r0; c0 < r1; c0 += 16)
+            for (int n = 0, c1 = Math.Min(r1, c0 + 16); n < N; n++)
             {
                 float* xs = Xs + (long)n * K;
                 float* y = Y + (long)n * O;
-                int o = r0;
-                for (; o + 4 <= r1; o += 4)
+                int o = c0;
+                for (; o + 4 <= c1; o += 4)
                 {
                     byte* w0 = W + o * stride;
                     Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
                     Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
-                    byte* pf = o + 8 <= O ? w0 + 4 * stride : null;
+                    byte* pf = n == 0 && o + 8 <= O ? w0 + 4 * stride : null;
                     int k = 0;
                     for (; k + 32 <= K; k += 32)
                     {
@@ -112,7 +116,7 @@ public static unsafe partial class MatMul
                     }
                     Put4(y, o, Vector256.Sum(a0 + b0), Vector256.Sum(a1 + b1), Vector256.Sum(a2 + b2), Vector256.Sum(a3 + b3));
                 }
-                for (; o < r1; o++)
+                for (; o < c1; o++)
                 {
                     byte* w0 = W + o * stride;
                     Vector256<float> a0 = default;

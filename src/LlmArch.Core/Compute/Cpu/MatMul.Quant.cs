@@ -26,16 +26,22 @@ public static unsafe partial class MatMul
             // Software prefetch a fixed distance ahead of the stream, one line per 64 bytes consumed: the hardware
             // prefetchers stop at the 4 KiB page boundaries of the memory-mapped weights.
             const int Ahead = 2048;
-            for (int n = 0; n < N; n++)
+            // Rows in chunks of 16, every token per chunk: a chunk's rows are read from memory once and from L1/L2 for
+            // the other tokens (a few sequences decoding together must not stream the weights once per sequence).
+            for (int c0 = r0; c0 < r1; c0 += 16)
             {
-                sbyte* xq = A.RowQ(n); float* xd = A.RowD(n); short* xs = A.RowSums(n);
-                float* y = Y + (long)n * O;
-                for (int o = r0; o < r1; o++)
+                int c1 = Math.Min(r1, c0 + 16);
+                for (int n = 0; n < N; n++)
                 {
-                    byte* row = W + o * rb;
-                    if (Pf && n == 0 && row + Ahead + rb <= stop)
-                        for (long b = 0; b < rb; b += 64) Sse.Prefetch0(row + Ahead + b);
-                    y[o] = dot(row, xq, xd, xs, K) + (Bias is null ? 0f : Bias[o]);
+                    sbyte* xq = A.RowQ(n); float* xd = A.RowD(n); short* xs = A.RowSums(n);
+                    float* y = Y + (long)n * O;
+                    for (int o = c0; o < c1; o++)
+                    {
+                        byte* row = W + o * rb;
+                        if (Pf && n == 0 && row + Ahead + rb <= stop)
+                            for (long b = 0; b < rb; b += 64) Sse.Prefetch0(row + Ahead + b);
+                        y[o] = dot(row, xq, xd, xs, K) + (Bias is null ? 0f : Bias[o]);
+                    }
                 }
             }
         }
