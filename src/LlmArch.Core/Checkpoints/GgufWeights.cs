@@ -14,6 +14,9 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
 {
     private readonly Dictionary<string, (string Gguf, int Expert)> _map = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _loaded = new(StringComparer.Ordinal);
+    /// <summary>HF tensors built from several GGUF tensors (<see cref="GgufArch.Synthesize"/>), and the ones built so far.</summary>
+    private readonly Dictionary<string, Func<Tensor>> _synth = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Tensor> _built = new(StringComparer.Ordinal);
     private readonly ModelConfig _cfg;
 
     public GgufFile File { get; }
@@ -40,17 +43,25 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
                 for (int e = 0; e < info.Ne[2]; e++) _map[$"model.layers.{parts[1]}.mlp.experts.{e}.{proj}.weight"] = (name, e);
             }
         }
+        arch.Synthesize(file, cfg, (hf, build) => _synth[hf] = build);
     }
 
-    public IEnumerable<string> Names => _map.Keys;
-    public override bool Contains(string name) => _map.ContainsKey(name);
+    public IEnumerable<string> Names => _map.Keys.Concat(_synth.Keys);
+    public override bool Contains(string name) => _map.ContainsKey(name) || _synth.ContainsKey(name);
+
+    protected override string Describe(string name) => Arch.SourceOf(name) is { } g ? $"'{g}' (read as '{name}')" : $"'{name}'";
 
     /// <summary>The tensor in Hugging Face layout, unchecked and unrecorded (export, tests).</summary>
     public Tensor Raw(string name) =>
-        _map.ContainsKey(name) ? Fetch(name, []) : throw new CheckpointFormatException($"{File.Path}: no tensor maps to '{name}'");
+        Contains(name) ? Fetch(name, []) : throw new CheckpointFormatException($"{File.Path}: no tensor maps to '{name}'");
 
     protected override Tensor Fetch(string name, long[] expected)
     {
+        if (_synth.TryGetValue(name, out var build))
+        {
+            if (!_built.TryGetValue(name, out var made)) _built[name] = made = build();
+            return made;
+        }
         var (gguf, expert) = _map[name];
         var t = Load(gguf);
         if (expert >= 0) return t.Index0(expert);
@@ -108,7 +119,12 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
         bool head = t.Name is "output.weight" || (use.Embedding && !_map.ContainsKey("lm_head.weight"));
         if (Quantize is { } q && WeightQuantizer.TypeFor(q, t.DType, t.Shape.Rank, t.Shape.Last, head) is not null)
             return WeightQuantizer.Apply(t, q, head);
-        if (Copy && t.Scales is null && t.DType != DType.MXFP4 && t.ByteCount >= 1 << 16) return HostCopy.Of(t);
+        if (Copy && t.Scales is null && t.DType != DType.MXFP4 && t.ByteCount >= 1 << 16)
+        {
+            var c = HostCopy.Of(t);
+            c.ColumnMajor = t.ColumnMajor; // gpt-oss experts are served as transposed views
+            return c;
+        }
         return t;
     }
 
