@@ -159,7 +159,7 @@ public class GgufFamilyTests
             for (int j = 0; j < 16; j++) data[b * 17 + 1 + j] = (byte)(Code(b, j) | Code(b, j + 16) << 4);
         }
         string p = Path.Combine(GgufTests.TempDir(), "mxfp4.gguf");
-        WriteFile(p, [("general.architecture", "llama")], [("t", [64], GgmlType.MXFP4, data)]);
+        WriteFile(p, [("general.architecture", (object)"llama")], [("t", new long[] { 64 }, GgmlType.MXFP4, data)]);
         using var f = new GgufFile(p);
         var v = f.Get("t").ToFloatArray();
         for (int b = 0; b < 2; b++)
@@ -193,13 +193,13 @@ public class GgufFamilyTests
             Assert.Equal(new long[] { 64, 64, 4 }, f.Tensors["blk.1.ffn_down_exps.weight"].Ne);
             Assert.Equal(new long[] { 64, 4 }, f.Tensors["blk.1.ffn_up_exps.bias"].Ne);
             Assert.Equal(new long[] { 4 }, f.Tensors["blk.1.attn_sinks.weight"].Ne);
-            Assert.Equal(4, f.Int("gpt-oss.expert_count"));
-            Assert.Equal(2, f.Int("gpt-oss.expert_used_count"));
-            Assert.Equal(64, f.Int("gpt-oss.expert_feed_forward_length"));
-            Assert.Equal(5, f.Int("gpt-oss.attention.sliding_window"));
+            Assert.Equal(4, Int(f, "gpt-oss.expert_count"));
+            Assert.Equal(2, Int(f, "gpt-oss.expert_used_count"));
+            Assert.Equal(64, Int(f, "gpt-oss.expert_feed_forward_length"));
+            Assert.Equal(5, Int(f, "gpt-oss.attention.sliding_window"));
             Assert.Equal("yarn", f.String("gpt-oss.rope.scaling.type"));
-            Assert.Equal(32.0, f.Float("gpt-oss.rope.scaling.factor"));
-            Assert.Equal(16, f.Int("gpt-oss.rope.scaling.original_context_length"));
+            Assert.Equal(32.0, Flt(f, "gpt-oss.rope.scaling.factor"));
+            Assert.Equal(16, Int(f, "gpt-oss.rope.scaling.original_context_length"));
         }
         using (var f = new GgufFile(Export("deepseek_v3", DType.F32)))
         {
@@ -213,21 +213,21 @@ public class GgufFamilyTests
             Assert.Equal(new long[] { 64, 24 }, f.Tensors["blk.1.attn_kv_a_mqa.weight"].Ne);
             Assert.Equal(new long[] { 64, 32, 8 }, f.Tensors["blk.1.ffn_gate_exps.weight"].Ne);
             string a = "deepseek2";
-            Assert.Equal(1, f.Int($"{a}.attention.head_count_kv"));
-            Assert.Equal(16 + 8, f.Int($"{a}.attention.key_length"));
-            Assert.Equal(16, f.Int($"{a}.attention.value_length"));
-            Assert.Equal(16 + 8, f.Int($"{a}.attention.key_length_mla"));
-            Assert.Equal(16, f.Int($"{a}.attention.value_length_mla"));
-            Assert.Equal(24, f.Int($"{a}.attention.q_lora_rank"));
-            Assert.Equal(16, f.Int($"{a}.attention.kv_lora_rank"));
-            Assert.Equal(8, f.Int($"{a}.rope.dimension_count"));
-            Assert.Equal(1, f.Int($"{a}.leading_dense_block_count"));
-            Assert.Equal(1, f.Int($"{a}.expert_shared_count"));
-            Assert.Equal(2, f.Int($"{a}.expert_gating_func"));
-            Assert.Equal(2.5, f.Float($"{a}.expert_weights_scale"));
+            Assert.Equal(1, Int(f, $"{a}.attention.head_count_kv"));
+            Assert.Equal(16 + 8, Int(f, $"{a}.attention.key_length"));
+            Assert.Equal(16, Int(f, $"{a}.attention.value_length"));
+            Assert.Equal(16 + 8, Int(f, $"{a}.attention.key_length_mla"));
+            Assert.Equal(16, Int(f, $"{a}.attention.value_length_mla"));
+            Assert.Equal(24, Int(f, $"{a}.attention.q_lora_rank"));
+            Assert.Equal(16, Int(f, $"{a}.attention.kv_lora_rank"));
+            Assert.Equal(8, Int(f, $"{a}.rope.dimension_count"));
+            Assert.Equal(1, Int(f, $"{a}.leading_dense_block_count"));
+            Assert.Equal(1, Int(f, $"{a}.expert_shared_count"));
+            Assert.Equal(2, Int(f, $"{a}.expert_gating_func"));
+            Assert.Equal(2.5, Flt(f, $"{a}.expert_weights_scale"));
             Assert.True(f.Bool($"{a}.expert_weights_norm"));
-            Assert.Equal(4, f.Int($"{a}.expert_group_count"));
-            Assert.Equal(2, f.Int($"{a}.expert_group_used_count"));
+            Assert.Equal(4, Int(f, $"{a}.expert_group_count"));
+            Assert.Equal(2, Int(f, $"{a}.expert_group_used_count"));
             Assert.Equal(0.1, f.Float($"{a}.rope.scaling.yarn_log_multiplier")!.Value, 6);
         }
         using (var f = new GgufFile(Export("glm4_moe", DType.F32)))
@@ -235,13 +235,16 @@ public class GgufFamilyTests
             AssertBlock(f, 1, "attn_norm.weight", "attn_q.weight", "attn_q.bias", "attn_k.weight", "attn_k.bias", "attn_v.weight", "attn_v.bias",
                 "attn_output.weight", "attn_q_norm.weight", "attn_k_norm.weight", "post_attention_norm.weight", "ffn_gate_inp.weight", "exp_probs_b.bias",
                 "ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight", "ffn_gate_shexp.weight", "ffn_up_shexp.weight", "ffn_down_shexp.weight");
-            Assert.Equal(8, f.Int("glm4moe.rope.dimension_count")); // partial RoPE: half of the 16-dim head
-            Assert.Equal(2, f.Int("glm4moe.expert_gating_func"));
-            Assert.Equal(1, f.Int("glm4moe.leading_dense_block_count"));
-            Assert.Equal(3, f.Int("glm4moe.block_count"));
-            Assert.Equal(8, f.Int("glm4moe.expert_count"));
+            Assert.Equal(8, Int(f, "glm4moe.rope.dimension_count")); // partial RoPE: half of the 16-dim head
+            Assert.Equal(2, Int(f, "glm4moe.expert_gating_func"));
+            Assert.Equal(1, Int(f, "glm4moe.leading_dense_block_count"));
+            Assert.Equal(3, Int(f, "glm4moe.block_count"));
+            Assert.Equal(8, Int(f, "glm4moe.expert_count"));
         }
     }
+
+    private static long Int(GgufFile f, string key) => f.Int(key) ?? throw new Xunit.Sdk.XunitException($"metadata key '{key}' is missing");
+    private static double Flt(GgufFile f, string key) => f.Float(key) ?? throw new Xunit.Sdk.XunitException($"metadata key '{key}' is missing");
 
     private static void AssertBlock(GgufFile f, int layer, params string[] names)
     {
@@ -350,12 +353,12 @@ public class GgufFamilyTests
 
     [Fact]
     public void WrongSinkShapeIsNamed() =>
-        AssertBad(Rewrite(Export("gpt_oss", DType.F32), tensor: n => n == "blk.0.attn_sinks.weight" ? [2, 2] : null),
+        AssertBad(Rewrite(Export("gpt_oss", DType.F32), tensor: n => n == "blk.0.attn_sinks.weight" ? new long[] { 2, 2 } : null),
             "blk.0.attn_sinks.weight", "expected [4]");
 
     [Fact]
     public void WrongExpertShapeIsNamed() =>
-        AssertBad(Rewrite(Export("gpt_oss", DType.F32), tensor: n => n == "blk.0.ffn_up_exps.weight" ? [32, 128, 4] : null),
+        AssertBad(Rewrite(Export("gpt_oss", DType.F32), tensor: n => n == "blk.0.ffn_up_exps.weight" ? new long[] { 32, 128, 4 } : null),
             "blk.0.ffn_up_exps.weight", "expected [4, 64, 64]");
 
     [Fact]
@@ -380,12 +383,20 @@ public class GgufFamilyTests
     }
 
     [Fact]
+    public void MissingStackedExpertsAreNamed() =>
+        AssertBad(Rewrite(Export("glm4_moe", DType.F32), drop: "blk.2.ffn_up_exps.weight"), "blk.2.ffn_up_exps.weight", "model.layers.2.mlp.experts.0.up_proj.weight");
+
+    [Fact]
+    public void MissingCorrectionBiasIsNamed() =>
+        AssertBad(Rewrite(Export("glm4_moe", DType.F32), drop: "blk.1.exp_probs_b.bias"), "blk.1.exp_probs_b.bias");
+
+    [Fact]
     public void MissingKvBHalfIsNamed() =>
         AssertBad(Rewrite(Export("deepseek_v3", DType.F32), drop: "blk.2.attn_v_b.weight"), "blk.2.attn_v_b.weight");
 
     [Fact]
     public void WrongKbShapeIsNamed() =>
-        AssertBad(Rewrite(Export("deepseek_v3", DType.F32), tensor: n => n == "blk.1.attn_k_b.weight" ? [8, 32, 4] : null),
+        AssertBad(Rewrite(Export("deepseek_v3", DType.F32), tensor: n => n == "blk.1.attn_k_b.weight" ? new long[] { 8, 32, 4 } : null),
             "blk.1.attn_k_b.weight", "expected [4, 16, 16]");
 
     [Fact]

@@ -54,8 +54,14 @@ internal sealed unsafe class GptOssArch : GgufArch
         c["intermediate_size"] = PerLayerUniform(f, $"{a}.expert_feed_forward_length") ?? PerLayerUniform(f, $"{a}.feed_forward_length")
             ?? throw new CheckpointFormatException($"{f.Path}: metadata key '{a}.expert_feed_forward_length' is missing");
         c["sliding_window"] = Req(f, $"{a}.attention.sliding_window");
+        // llama.cpp's load_swa_pattern(ml, 2): per-layer flags, or a period n (layer i slides when i % n < n - 1), default 2
+        string pk = $"{a}.attention.sliding_window_pattern";
+        bool[]? isSwa = f.Metadata.GetValueOrDefault(pk) is bool[] flags ? flags : null;
+        long n = isSwa is null ? f.Int(pk) ?? 2 : 0;
+        if (isSwa is null && (n < 0 || n > layers)) throw new CheckpointFormatException($"{f.Path}: metadata key '{pk}' is {n}; expected 0..{layers}");
         var types = new JsonArray();
-        for (int i = 0; i < layers; i++) types.Add(i % 2 == 0 ? "sliding_attention" : "full_attention"); // llama.cpp's set_swa_pattern(2)
+        for (int i = 0; i < layers; i++)
+            types.Add((isSwa is not null ? i < isSwa.Length && isSwa[i] : n == 0 || i % n < n - 1) ? "sliding_attention" : "full_attention");
         c["layer_types"] = types;
         c["swiglu_limit"] = SwigluLimit;
         c["hidden_act"] = "silu";
@@ -198,7 +204,7 @@ internal sealed unsafe class GptOssArch : GgufArch
         {
             t = Tensor.Zeros(DType.F32, new Shape(E, I, C), name);
             long n = (long)E * C * I;
-            for (long o = 0; o < n; o += C) Compute.Cpu.Convert.ToF32(d, o, new Span<float>((float*)t.Ptr + o, C));
+            for (long o = 0; o < n; o += I) Compute.Cpu.Convert.ToF32(d, o, new Span<float>((float*)t.Ptr + o, I)); // rows of I
         }
         t.ColumnMajor = true;
         return t;
@@ -391,7 +397,7 @@ internal sealed class Deepseek2Arch : GgufArch
 
     public override string? SourceOf(string hf) =>
         hf.EndsWith(".self_attn.kv_b_proj.weight", StringComparison.Ordinal) && hf.Split('.') is { Length: 6 } p
-            ? $"blk.{p[2]}.attn_kv_b.weight' (or 'blk.{p[2]}.attn_k_b.weight' + 'blk.{p[2]}.attn_v_b.weight"
+            ? $"blk.{p[2]}.attn_k_b.weight' + 'blk.{p[2]}.attn_v_b.weight' or 'blk.{p[2]}.attn_kv_b.weight"
             : base.SourceOf(hf);
 
     protected override JsonObject Rope(GgufFile f, int headDim)
@@ -665,7 +671,8 @@ internal static class MoeKeys
         kv.Add(($"{a}.expert_weights_scale", (float)(cfg.RoutedScalingFactor ?? 1.0)));
         kv.Add(($"{a}.expert_weights_norm", norm));
         kv.Add(($"{a}.expert_gating_func", gating));
-        if ((cfg.NGroup ?? 1) > 1)
+        // llama.cpp asserts 0 < used < groups when groups > 1; all groups used is no grouping at all
+        if ((cfg.NGroup ?? 1) > 1 && (cfg.TopkGroup ?? 1) < cfg.NGroup)
         {
             kv.Add(($"{a}.expert_group_count", (uint)cfg.NGroup!.Value));
             kv.Add(($"{a}.expert_group_used_count", (uint)(cfg.TopkGroup ?? 1)));
