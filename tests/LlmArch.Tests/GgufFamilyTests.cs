@@ -433,6 +433,96 @@ public class GgufFamilyTests
         Assert.True(r.Pass, r.Error);
     }
 
+    /// <summary>
+    /// convert_hf_to_gguf.py's --fuse-qkv and --fuse-gate-up-exps: one attn_qkv (q, k, v rows; weight and bias) and one
+    /// ffn_gate_up_exps (per expert the gate rows, then the up rows) are read as the separate tensors.
+    /// </summary>
+    [Theory]
+    [InlineData("llama3", true)]
+    [InlineData("qwen3_moe", true)]
+    [InlineData("glm4_moe", true)]
+    [InlineData("gpt_oss", false)]
+    public void FusedQkvAndGateUpExpertsLoad(string family, bool fuseExperts)
+    {
+        string src = Export(family, DType.F32);
+        using var f = new GgufFile(src);
+        var meta = f.Metadata.Keys.Select(k => (k, f.TypedValue(k))).ToList();
+        var bytes = File.ReadAllBytes(src);
+        byte[] Data(GgufTensorInfo t) => bytes.AsSpan((int)(f.DataStart + t.Offset), (int)t.Bytes).ToArray();
+        var list = new List<(string, long[], uint, byte[])>();
+        int fusedQkv = 0, fusedExperts = 0;
+        foreach (var n in f.TensorOrder)
+        {
+            var t = f.Tensors[n];
+            var p = n.Split('.');
+            if (p.Length == 4 && (p[2] is "attn_q" or "attn_k" or "attn_v"))
+            {
+                if (p[2] != "attn_q") continue; // written with q
+                string b = $"blk.{p[1]}", kind = p[3];
+                GgufTensorInfo q = f.Tensors[$"{b}.attn_q.{kind}"], k = f.Tensors[$"{b}.attn_k.{kind}"], v = f.Tensors[$"{b}.attn_v.{kind}"];
+                long[] ne = q.Ne.Length == 2 ? new[] { q.Ne[0], q.Ne[1] + k.Ne[1] + v.Ne[1] } : new[] { q.Ne[0] + k.Ne[0] + v.Ne[0] };
+                list.Add(($"{b}.attn_qkv.{kind}", ne, q.Type, Data(q).Concat(Data(k)).Concat(Data(v)).ToArray()));
+                fusedQkv++;
+                continue;
+            }
+            if (fuseExperts && p.Length == 4 && (p[2] is "ffn_gate_exps" or "ffn_up_exps") && p[3] == "weight")
+            {
+                if (p[2] == "ffn_up_exps") continue; // written with gate
+                var u = f.Tensors[$"blk.{p[1]}.ffn_up_exps.weight"];
+                byte[] gd = Data(t), ud = Data(u), fused = new byte[gd.Length * 2];
+                int E = (int)t.Ne[2], per = gd.Length / E;
+                for (int e = 0; e < E; e++)
+                {
+                    Array.Copy(gd, e * per, fused, 2 * e * per, per);
+                    Array.Copy(ud, e * per, fused, (2 * e + 1) * per, per);
+                }
+                list.Add(($"blk.{p[1]}.ffn_gate_up_exps.weight", new[] { t.Ne[0], 2 * t.Ne[1], t.Ne[2] }, t.Type, fused));
+                fusedExperts++;
+                continue;
+            }
+            list.Add((n, t.Ne, t.Type, Data(t)));
+        }
+        Assert.True(fusedQkv > 0 && (fusedExperts > 0 || !fuseExperts));
+        string path = Path.Combine(GgufTests.TempDir(), "fused.gguf");
+        WriteFile(path, meta, list);
+        var r = FixtureVerifier.Verify(TestPaths.Fixture(family), _ => ModelLoader.Load(path));
+        Assert.True(r.Pass, $"{family}: {r.Error}");
+    }
+
+    /// <summary>Files from before llama.cpp split MLA's kv_b (one attn_kv_b, key/value lengths of the heads) load too.</summary>
+    [Fact]
+    public void LegacyUnsplitKvBLoads()
+    {
+        string src = Export("deepseek_v3", DType.F32);
+        using var st = new SafeTensorsFile(Path.Combine(TestPaths.Fixture("deepseek_v3"), "model.safetensors"));
+        using var f = new GgufFile(src);
+        var meta = f.Metadata.Keys.Select(k => (k, f.TypedValue(k))).ToList();
+        Set(meta, "deepseek2.attention.key_length", 24u);
+        Set(meta, "deepseek2.attention.value_length", 16u);
+        Set(meta, "deepseek2.attention.head_count_kv", 4u);
+        Set(meta, "deepseek2.attention.key_length_mla", null);
+        Set(meta, "deepseek2.attention.value_length_mla", null);
+        var bytes = File.ReadAllBytes(src);
+        var list = new List<(string, long[], uint, byte[])>();
+        foreach (var n in f.TensorOrder)
+        {
+            var t = f.Tensors[n];
+            if (n.EndsWith(".attn_v_b.weight", StringComparison.Ordinal)) continue;
+            if (n.EndsWith(".attn_k_b.weight", StringComparison.Ordinal))
+            {
+                string layer = n.Split('.')[1];
+                var kvb = st.Get($"model.layers.{layer}.self_attn.kv_b_proj.weight"); // [H * (nope + v), rank] F32
+                list.Add(($"blk.{layer}.attn_kv_b.weight", new long[] { kvb.Shape[1], kvb.Shape[0] }, GgmlType.F32, kvb.AsBytes().ToArray()));
+                continue;
+            }
+            list.Add((n, t.Ne, t.Type, bytes.AsSpan((int)(f.DataStart + t.Offset), (int)t.Bytes).ToArray()));
+        }
+        string p = Path.Combine(GgufTests.TempDir(), "legacy.gguf");
+        WriteFile(p, meta, list);
+        var r = FixtureVerifier.Verify(TestPaths.Fixture("deepseek_v3"), _ => ModelLoader.Load(p));
+        Assert.True(r.Pass, r.Error);
+    }
+
     /// <summary>Configs llama.cpp cannot express are refused at export with one line naming the key.</summary>
     [Fact]
     public void ExportRefusesWhatLlamaCppCannotExpress()

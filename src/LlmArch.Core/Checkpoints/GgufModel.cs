@@ -288,6 +288,41 @@ public abstract class GgufArch
     /// </summary>
     internal virtual bool ExportTensor(WeightRecord r, GgufExportContext ctx, List<GgufEntry> list) => false;
 
+    /// <summary>
+    /// The HF tensors inside a fused GGUF tensor (convert_hf_to_gguf.py's --fuse-qkv: <c>attn_qkv</c> = q, k, v rows;
+    /// --fuse-gate-up-exps: <c>ffn_gate_up_exps</c> = per expert the gate rows, then the up rows), as (HF name, expert,
+    /// first row, rows); empty for any other tensor.
+    /// </summary>
+    public IEnumerable<(string Hf, int Expert, int Row0, int Rows)> Fused(GgufFile f, GgufTensorInfo info, ModelConfig cfg)
+    {
+        var m = BlockName.Match(info.Name);
+        if (!m.Success) return [];
+        string i = m.Groups[1].Value, what = m.Groups[2].Value, kind = m.Groups[3].Value;
+        if (what == "attn_qkv" && BlockTensor("attn_q", kind) is { } q && BlockTensor("attn_k", kind) is { } k && BlockTensor("attn_v", kind) is { } v)
+        {
+            int heads = cfg.NumAttentionHeads ?? 0, kv = cfg.NumKeyValueHeads ?? heads, d = cfg.HeadDim ?? (cfg.HiddenSize ?? 0) / Math.Max(1, heads);
+            int nq = heads * d, nk = kv * d;
+            if (info.Shape[0] != nq + 2 * nk || (kind == "weight") != (info.Ne.Length == 2))
+                throw new CheckpointFormatException($"{f.Path}: fused tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected {nq} + {nk} + {nk} rows of q, k and v");
+            string p = $"model.layers.{i}.";
+            return [(p + q, -1, 0, nq), (p + k, -1, nq, nk), (p + v, -1, nq + nk, nk)];
+        }
+        if (what == "ffn_gate_up_exps" && kind == "weight" && StackedExperts.TryGetValue("ffn_gate_exps", out var gate) && StackedExperts.TryGetValue("ffn_up_exps", out var up))
+        {
+            if (info.Ne.Length != 3 || info.Ne[1] % 2 != 0)
+                throw new CheckpointFormatException($"{f.Path}: fused tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected [experts, 2 * width, hidden]");
+            int width = (int)(info.Ne[1] / 2);
+            var list = new List<(string, int, int, int)>();
+            for (int e = 0; e < info.Ne[2]; e++)
+            {
+                list.Add(($"model.layers.{i}.mlp.experts.{e}.{gate}.weight", e, 0, width));
+                list.Add(($"model.layers.{i}.mlp.experts.{e}.{up}.weight", e, width, width));
+            }
+            return list;
+        }
+        return [];
+    }
+
     /// <summary>Replaces the value of a metadata key written before (or adds it).</summary>
     protected static void Set(List<(string Key, object Value)> kv, string key, object value)
     {

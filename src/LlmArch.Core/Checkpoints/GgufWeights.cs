@@ -12,7 +12,8 @@ namespace LlmArch.Checkpoints;
 /// </summary>
 public sealed unsafe class GgufWeights : WeightSource, IDisposable
 {
-    private readonly Dictionary<string, (string Gguf, int Expert)> _map = new(StringComparer.Ordinal);
+    /// <summary>HF name to GGUF tensor, expert (-1: not stacked) and rows (Rows -1: all; else a row range of a fused tensor).</summary>
+    private readonly Dictionary<string, (string Gguf, int Expert, int Row0, int Rows)> _map = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _loaded = new(StringComparer.Ordinal);
     /// <summary>HF tensors built from several GGUF tensors (<see cref="GgufArch.Synthesize"/>), and the ones built so far.</summary>
     private readonly Dictionary<string, Func<Tensor>> _synth = new(StringComparer.Ordinal);
@@ -34,14 +35,17 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
         foreach (var name in file.TensorOrder)
         {
             var info = file.Tensors[name];
-            if (arch.HfName(name) is { } hf) { _map[hf] = (name, -1); continue; }
+            if (arch.HfName(name) is { } hf) { _map[hf] = (name, -1, 0, -1); continue; }
             // blk.N.ffn_X_exps.weight: [E, out, in], one HF tensor per expert
             var parts = name.Split('.');
             if (parts.Length == 4 && parts[0] == "blk" && parts[3] == "weight" && arch.StackedExperts.TryGetValue(parts[2], out var proj))
             {
                 if (info.Ne.Length != 3) throw new CheckpointFormatException($"{file.Path}: stacked expert tensor '{name}' has {info.Ne.Length} dimensions; expected 3");
-                for (int e = 0; e < info.Ne[2]; e++) _map[$"model.layers.{parts[1]}.mlp.experts.{e}.{proj}.weight"] = (name, e);
+                for (int e = 0; e < info.Ne[2]; e++) _map[$"model.layers.{parts[1]}.mlp.experts.{e}.{proj}.weight"] = (name, e, 0, -1);
+                continue;
             }
+            // fused tensors (the converter's --fuse-qkv, --fuse-gate-up-exps): row ranges of one tensor
+            foreach (var (fhf, expert, row0, rows) in arch.Fused(file, info, cfg)) _map[fhf] = (name, expert, row0, rows);
         }
         arch.Synthesize(file, cfg, (hf, build) => _synth[hf] = build);
     }
@@ -62,9 +66,11 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
             if (!_built.TryGetValue(name, out var made)) _built[name] = made = build();
             return made;
         }
-        var (gguf, expert) = _map[name];
+        var (gguf, expert, row0, rows) = _map[name];
         var t = Load(gguf);
-        if (expert >= 0) return t.Index0(expert);
+        if (expert >= 0) t = t.Index0(expert);
+        if (rows >= 0) t = Rows(t, row0, rows, name);
+        if (expert >= 0) return t;
         if (Arch.PermutesQk && (name.EndsWith(".self_attn.q_proj.weight", StringComparison.Ordinal) || name.EndsWith(".self_attn.q_proj.bias", StringComparison.Ordinal)))
             return Unpermute(t, _cfg.NumAttentionHeads ?? 1);
         if (Arch.PermutesQk && (name.EndsWith(".self_attn.k_proj.weight", StringComparison.Ordinal) || name.EndsWith(".self_attn.k_proj.bias", StringComparison.Ordinal)))
@@ -77,6 +83,16 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
     {
         if (!_loaded.TryGetValue(gguf, out var t)) _loaded[gguf] = t = File.Get(gguf);
         return t;
+    }
+
+    /// <summary>Rows [row0, row0 + rows) of a row-major tensor (elements of a vector) as a view.</summary>
+    private Tensor Rows(Tensor t, int row0, int rows, string name)
+    {
+        if (t.Scales is not null || t.DType == DType.MXFP4)
+            throw new CheckpointFormatException($"{File.Path}: tensor '{t.Name}': a fused {t.DType} tensor cannot be split");
+        var shape = t.Shape.Rank == 1 ? new Shape(rows) : new Shape(rows, t.Shape.Last);
+        long per = t.Shape.Rank == 1 ? 1 : t.Shape.Last;
+        return new Tensor(t.DType, shape, t.Ptr + (nint)DTypes.StorageBytes(t.DType, row0 * per), t.Owner, name);
     }
 
     /// <summary>llama.cpp row order (h, i, j) back to Hugging Face's (h, j, i): row h*D + j*D/2 + i comes from h*D + 2i + j.</summary>
