@@ -44,7 +44,8 @@ public class GgufFamilyTests
     private static void AssertClose(float[] want, float[] got, float rel, string what)
     {
         Assert.Equal(want.Length, got.Length);
-        float scale = want.Max(Math.Abs);
+        float scale = 0;
+        foreach (var x in want) scale = Math.Max(scale, Math.Abs(x));
         Assert.True(scale > 0, $"{what}: all logits are zero");
         for (int i = 0; i < want.Length; i++)
             Assert.True(Math.Abs(want[i] - got[i]) <= rel * scale, $"{what}: logit {i} is {got[i]}, expected {want[i]} (scale {scale})");
@@ -106,7 +107,7 @@ public class GgufFamilyTests
             }
             tensors.Add((name, t));
         }
-        SafeTensors.Write(Path.Combine(dir, "model.safetensors"), tensors);
+        SafeTensorsFile.Write(Path.Combine(dir, "model.safetensors"), tensors);
         return dir;
     }
 
@@ -262,14 +263,42 @@ public class GgufFamilyTests
         Assert.Equal(File.ReadAllBytes(a), File.ReadAllBytes(b));
     }
 
-    /// <summary>A Q8_0 export loads and stays close to the F32 model (experts, MLA's split k_b / v_b and routers quantized per row).</summary>
+    /// <summary>
+    /// A Q8_0 export: every tensor read back (experts split and transposed, MLA's k_b / v_b joined, routers) is the F32
+    /// export's within Q8_0's rounding (half a step of amax / 127 per block of 32, the step itself in f16; F16 where rows are not whole blocks),
+    /// and the model runs. (Logits are not compared: a tiny random MoE's routing flips on such rounding.)
+    /// </summary>
     [Theory]
     [MemberData(nameof(Families))]
-    public void Q8ExportLoadsAndStaysClose(string family)
+    public void Q8ExportReadsBackWithinQ8Rounding(string family)
     {
-        string gguf = Export(family, DType.Q8_0);
-        using (var f = new GgufFile(gguf)) Assert.Contains(f.Tensors.Values, t => t.Type == GgmlType.Q8_0);
-        AssertClose(Logits(ModelLoader.Load(TestPaths.Fixture(family)), Ids), Logits(ModelLoader.Load(gguf), Ids), 0.05f, family);
+        string q8 = Export(family, DType.Q8_0), f32 = Export(family, DType.F32);
+        using (var f = new GgufFile(q8)) Assert.Contains(f.Tensors.Values, t => t.Type == GgmlType.Q8_0);
+        var (_, a) = GgufModel.Open(f32);
+        var (_, b) = GgufModel.Open(q8);
+        using (a)
+        using (b)
+        {
+            int compared = 0;
+            foreach (var name in a.Names)
+            {
+                Tensor x = a.Raw(name), y = b.Raw(name);
+                Assert.Equal(x.Shape, y.Shape);
+                var xv = new float[x.Count];
+                var yv = new float[y.Count];
+                Compute.Cpu.Convert.ToF32Raw(x, 0, xv);
+                Compute.Cpu.Convert.ToF32Raw(y, 0, yv);
+                float amax = 0;
+                foreach (var v in xv) amax = Math.Max(amax, Math.Abs(v));
+                float tol = y.DType == DType.U8 ? 0 : amax / 127 * 0.6f + 1e-6f; // d / 2, plus d rounded to f16 times up to 127
+                for (int i = 0; i < xv.Length; i++)
+                    Assert.True(Math.Abs(xv[i] - yv[i]) <= tol, $"{family} {name}[{i}]: {yv[i]} vs {xv[i]} (tolerance {tol})");
+                compared++;
+            }
+            Assert.True(compared > 20, $"{compared} tensors");
+        }
+        var logits = Logits(ModelLoader.Load(q8), Ids);
+        Assert.All(logits, v => Assert.True(float.IsFinite(v)));
     }
 
     // ---------------- bad input ----------------
@@ -438,7 +467,7 @@ public class GgufFamilyTests
     /// ffn_gate_up_exps (per expert the gate rows, then the up rows) are read as the separate tensors.
     /// </summary>
     [Theory]
-    [InlineData("llama3", true)]
+    [InlineData("llama3", false)]
     [InlineData("qwen3_moe", true)]
     [InlineData("glm4_moe", true)]
     [InlineData("gpt_oss", false)]

@@ -85,7 +85,7 @@ public abstract class GgufArch
         var emb = f.Tensors.GetValueOrDefault("token_embd.weight") ?? throw new CheckpointFormatException($"{f.Path}: tensor 'token_embd.weight' is missing");
         c["vocab_size"] = (int)emb.Shape[0];
         c["tie_word_embeddings"] = !f.Tensors.ContainsKey("output.weight");
-        c["attention_bias"] = f.Tensors.ContainsKey("blk.0.attn_q.bias");
+        c["attention_bias"] = f.Tensors.ContainsKey("blk.0.attn_q.bias") || f.Tensors.ContainsKey("blk.0.attn_qkv.bias");
         if (f.Int("tokenizer.ggml.bos_token_id") is long bos) c["bos_token_id"] = bos;
         if (f.Int("tokenizer.ggml.eos_token_id") is long eos) c["eos_token_id"] = eos;
         if (f.Int("tokenizer.ggml.padding_token_id") is long pad) c["pad_token_id"] = pad;
