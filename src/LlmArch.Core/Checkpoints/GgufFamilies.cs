@@ -628,10 +628,10 @@ internal static class MoeKeys
 {
     public static void Read(GgufFile f, string a, JsonObject c, int layers, int defaultGating)
     {
-        // fallback null: a required key
+        // fallback null: a required key; per-layer arrays (llama.cpp's get_key_or_arr) must be uniform
         int Int(string key, long? fallback, long min)
         {
-            long v = f.Int($"{a}.{key}") ?? fallback ?? throw new CheckpointFormatException($"{f.Path}: metadata key '{a}.{key}' is missing");
+            long v = GgufArch.PerLayerUniform(f, $"{a}.{key}") ?? fallback ?? throw new CheckpointFormatException($"{f.Path}: metadata key '{a}.{key}' is missing");
             if (v < min || v > int.MaxValue) throw new CheckpointFormatException($"{f.Path}: metadata key '{a}.{key}' is {v}; expected at least {min}");
             return (int)v;
         }

@@ -106,7 +106,7 @@ public abstract class GgufArch
     }
 
     /// <summary>A key that may be a per-layer array; all entries must agree (we build uniform layers).</summary>
-    protected static int? PerLayerUniform(GgufFile f, string key)
+    protected internal static int? PerLayerUniform(GgufFile f, string key)
     {
         if (!f.Has(key)) return null;
         if (f.Metadata[key] is long[] arr)
