@@ -68,6 +68,16 @@ public class GgufFamilyTests
         Assert.Equal(family switch { "deepseek_v3" => "deepseek2", "glm4_moe" => "glm4moe", _ => "gpt-oss" }, f.String("general.architecture"));
     }
 
+    /// <summary>--copy moves the mapped weights into process memory; the transposed expert views (gpt-oss) stay transposed.</summary>
+    [Theory]
+    [MemberData(nameof(Families))]
+    public void CopiedWeightsReproduceTheFixture(string family)
+    {
+        string gguf = Export(family, DType.F32);
+        var r = FixtureVerifier.Verify(TestPaths.Fixture(family), _ => ModelLoader.Load(gguf, null, new LoadOptions { Copy = true }));
+        Assert.True(r.Pass, $"{family}: {r.Error}");
+    }
+
     /// <summary>
     /// BF16 export: every float weight of two or more dims is stored as bf16 (biases, norms, sinks stay F32, MXFP4 stays
     /// MXFP4), so the model equals the safetensors model whose weights are rounded the same way.

@@ -135,7 +135,9 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
         bool head = t.Name is "output.weight" || (use.Embedding && !_map.ContainsKey("lm_head.weight"));
         if (Quantize is { } q && WeightQuantizer.TypeFor(q, t.DType, t.Shape.Rank, t.Shape.Last, head) is not null)
             return WeightQuantizer.Apply(t, q, head);
-        if (Copy && t.Scales is null && t.DType != DType.MXFP4 && t.ByteCount >= 1 << 16)
+        // tensors built from several GGUF tensors already live in process memory: no second copy
+        bool built = _built.ContainsKey(t.Name) && !ReferenceEquals(t.Owner, File);
+        if (Copy && !built && t.Scales is null && t.DType != DType.MXFP4 && t.ByteCount >= 1 << 16)
         {
             var c = HostCopy.Of(t);
             c.ColumnMajor = t.ColumnMajor; // gpt-oss experts are served as transposed views
