@@ -166,12 +166,19 @@ public class CliTests
     [Fact]
     public void ProgressDrawsOnlyOnATerminal()
     {
-        var err = new StringWriter();
+        var sw = new StringWriter();
+        var err = TextWriter.Synchronized(sw);
         var parse = new System.CommandLine.RootCommand().Parse([]);
         var tty = new Invocation(parse, TextReader.Null, TextWriter.Null, err, stderrIsTerminal: true);
-        using (Progress.Start(tty, "writing", () => (50, 100))) Thread.Sleep(700);
-        Assert.Contains("writing [############............] 50%", err.ToString());
-        Assert.EndsWith("\r\u001b[K", err.ToString());
+        string Text() { lock (err) return sw.ToString(); } // TextWriter.Synchronized locks on itself
+        using (Progress.Start(tty, "writing", () => (50, 100)))
+        {
+            // the line appears after the progress's start delay; a loaded machine may take longer than that
+            var t = System.Diagnostics.Stopwatch.StartNew();
+            while (!Text().Contains("writing [", StringComparison.Ordinal) && t.Elapsed < TimeSpan.FromSeconds(20)) Thread.Sleep(50);
+        }
+        Assert.Contains("writing [############............] 50%", Text());
+        Assert.EndsWith("\r\u001b[K", Text());
 
         var log = new StringWriter();
         var notTty = new Invocation(parse, TextReader.Null, TextWriter.Null, log, stderrIsTerminal: false);

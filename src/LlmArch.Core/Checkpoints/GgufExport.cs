@@ -20,9 +20,6 @@ namespace LlmArch.Checkpoints;
 /// </summary>
 public static unsafe class GgufExport
 {
-    private sealed record Entry(string Name, long[] Dims /* HF order, outermost first */, DType Type, string[] Sources,
-        int PermuteHeads = 0, float Shift = 0f, float[]? Data = null);
-
     private const int Align = 32;
 
     public static void Export(string model, string outPath, DType outType)
@@ -48,10 +45,10 @@ public static unsafe class GgufExport
         try
         {
             var arch = GgufArch.ForModelType(cfg.ModelType)
-                ?? throw new LlmArchInputException($"{cfg.SourcePath}: GGUF export supports model_type llama, mistral, qwen3, qwen3_moe and gemma3_text (got '{cfg.ModelType}')");
+                ?? throw new LlmArchInputException($"{cfg.SourcePath}: GGUF export supports model_type {GgufArch.ExportableModelTypes} (got '{cfg.ModelType}')");
             var m = ModelLoader.Create(cfg, w, new CpuBackend()); // validates every tensor's shape and records what the model uses
             var kv = Metadata(cfg, arch, m, outType, model, fromGguf ? ((GgufWeights)w).File : null);
-            var entries = Entries(cfg, arch, w, m, outType);
+            var entries = Entries(cfg, arch, w, m, outType, raw);
             WriteFile(outPath, kv, entries, raw);
         }
         finally { (w as IDisposable)?.Dispose(); }
@@ -59,15 +56,17 @@ public static unsafe class GgufExport
 
     // ---------------- tensors ----------------
 
-    private static List<Entry> Entries(ModelConfig cfg, GgufArch arch, WeightSource w, CausalLM m, DType outType)
+    private static List<GgufEntry> Entries(ModelConfig cfg, GgufArch arch, WeightSource w, CausalLM m, DType outType, Func<string, Tensor> raw)
     {
         var recs = w.Records.GroupBy(r => r.Name).Select(g => g.First()).ToList();
         bool tied = !recs.Any(r => r.Name == "lm_head.weight");
         int heads = cfg.NumAttentionHeads ?? 1, kvHeads = cfg.NumKeyValueHeads ?? heads;
-        var list = new List<Entry>();
+        var list = new List<GgufEntry>();
         var stacked = new Dictionary<string, List<(int E, WeightRecord R)>>();
+        var ctx = new GgufExportContext(cfg, outType, raw);
         foreach (var r in recs)
         {
+            if (arch.ExportTensor(r, ctx, list)) continue;
             var parts = r.Name.Split('.');
             // model.layers.{i}.mlp.experts.{e}.{proj}.weight
             if (parts.Length == 8 && parts[3] == "mlp" && parts[4] == "experts" && int.TryParse(parts[5], out int e))
@@ -82,7 +81,7 @@ public static unsafe class GgufExport
             string name = arch.GgufName(r.Name) ?? throw new LlmArchInputException($"{cfg.SourcePath}: tensor '{r.Name}' has no GGUF name for architecture {arch.Name}");
             bool head = name == "output.weight" || (name == "token_embd.weight" && tied);
             int permute = !arch.PermutesQk ? 0 : r.Name.Contains(".self_attn.q_proj.") ? heads : r.Name.Contains(".self_attn.k_proj.") ? kvHeads : 0;
-            list.Add(new Entry(name, r.Shape, TypeFor(outType, r.Shape, head), [r.Name], permute, arch.IsShiftedNorm(r.Name) ? arch.NormShift : 0f));
+            list.Add(new GgufEntry(name, r.Shape, TypeFor(outType, r.Shape, head), [r.Name], permute, arch.IsShiftedNorm(r.Name) ? arch.NormShift : 0f));
         }
         foreach (var (name, l) in stacked)
         {
@@ -90,10 +89,10 @@ public static unsafe class GgufExport
             for (int i = 0; i < l.Count; i++)
                 if (l[i].E != i) throw new LlmArchInputException($"{cfg.SourcePath}: expert {i} of '{name}' is missing");
             var s = l[0].R.Shape;
-            list.Add(new Entry(name, [l.Count, s[0], s[1]], TypeFor(outType, s, false), l.Select(x => x.R.Name).ToArray()));
+            list.Add(new GgufEntry(name, [l.Count, s[0], s[1]], TypeFor(outType, s, false), l.Select(x => x.R.Name).ToArray()));
         }
         if (Llama3RopeFactors(cfg, cfg.HeadDim ?? cfg.HiddenSize!.Value / heads) is { } factors)
-            list.Add(new Entry("rope_freqs.weight", [factors.Length], DType.F32, [], 0, 0, factors));
+            list.Add(new GgufEntry("rope_freqs.weight", [factors.Length], DType.F32, [], 0, 0, factors));
         // llama.cpp does not care about order; globals first reads best.
         int Rank(string n) => n switch { "token_embd.weight" => 0, "output_norm.weight" => 1, "output.weight" => 2, "rope_freqs.weight" => 3, _ => 4 };
         return list.OrderBy(e => Rank(e.Name)).ThenBy(e => BlockIndex(e.Name)).ToList();
@@ -101,7 +100,7 @@ public static unsafe class GgufExport
 
     private static int BlockIndex(string n) => n.StartsWith("blk.", StringComparison.Ordinal) && int.TryParse(n.Split('.')[1], out int i) ? i : -1;
 
-    private static DType TypeFor(DType outType, long[] shape, bool head)
+    internal static DType TypeFor(DType outType, long[] shape, bool head)
     {
         if (shape.Length < 2) return DType.F32;
         int cols = (int)shape[^1];
@@ -194,9 +193,14 @@ public static unsafe class GgufExport
 
     // ---------------- writing ----------------
 
-    private static long TensorBytes(Entry e) => DTypes.StorageBytes(e.Type, e.Dims.Aggregate(1L, (x, y) => x * y));
+    /// <summary>Bytes of a tensor as ggml stores it (MXFP4 with its scales inside the 17-byte blocks).</summary>
+    private static long TensorBytes(GgufEntry e)
+    {
+        var (bv, bb) = GgmlType.Block(GgmlType.FromDType(e.Type));
+        return e.Dims.Aggregate(1L, (x, y) => x * y) / bv * bb;
+    }
 
-    private static void WriteFile(string outPath, List<(string Key, object Value)> kv, List<Entry> list, Func<string, Tensor> raw)
+    private static void WriteFile(string outPath, List<(string Key, object Value)> kv, List<GgufEntry> list, Func<string, Tensor> raw)
     {
         string? parent = Path.GetDirectoryName(Path.GetFullPath(outPath));
         if (parent is not null) Directory.CreateDirectory(parent);
@@ -226,7 +230,10 @@ public static unsafe class GgufExport
                 Pad(fs);
                 foreach (var e in list)
                 {
+                    long start = fs.Position;
                     WriteTensor(fs, e, raw);
+                    if (fs.Position - start != TensorBytes(e))
+                        throw new InvalidOperationException($"GGUF export wrote {fs.Position - start} bytes for '{e.Name}'; its header says {TensorBytes(e)}");
                     Pad(fs);
                 }
             }
@@ -245,16 +252,27 @@ public static unsafe class GgufExport
         for (long i = 0; i < pad; i++) s.WriteByte(0);
     }
 
-    private static void WriteTensor(Stream fs, Entry e, Func<string, Tensor> raw)
+    private static void WriteTensor(Stream fs, GgufEntry e, Func<string, Tensor> raw)
     {
         if (e.Data is not null)
         {
             fixed (float* p = e.Data) fs.Write(new ReadOnlySpan<byte>(p, e.Data.Length * 4));
             return;
         }
+        if (e.Bytes is not null) { e.Bytes(raw, fs); return; }
         int cols = (int)e.Dims[^1];
-        var row = new float[cols];
         var buf = new byte[DTypes.StorageBytes(e.Type, cols)];
+        if (e.Rows is not null)
+        {
+            foreach (var computed in e.Rows(raw))
+            {
+                if (computed.Length != cols) throw new InvalidOperationException($"GGUF export: a row of '{e.Name}' has {computed.Length} values, not {cols}");
+                Encode(computed, e.Type, buf);
+                fs.Write(buf);
+            }
+            return;
+        }
+        var row = new float[cols];
         foreach (var source in e.Sources)
         {
             var t = raw(source);
@@ -291,7 +309,7 @@ public static unsafe class GgufExport
         }
     }
 
-    private static void Encode(float[] row, DType type, byte[] buf)
+    internal static void Encode(float[] row, DType type, byte[] buf)
     {
         int cols = row.Length;
         fixed (byte* o = buf) fixed (float* x = row)
@@ -333,4 +351,24 @@ public static unsafe class GgufExport
             default: throw new ArgumentException($"GGUF value type {v.GetType()}");
         }
     }
+}
+
+/// <summary>
+/// One tensor of a GGUF export. <see cref="Dims"/> is our order (outermost first). The data comes from
+/// <see cref="Sources"/> (HF tensors concatenated, optionally row-permuted or shifted), <see cref="Data"/> (F32 values),
+/// <see cref="Rows"/> (computed rows of <c>Dims[^1]</c> values, encoded as <see cref="Type"/>) or <see cref="Bytes"/>
+/// (raw ggml bytes, for MXFP4 kept as it is).
+/// </summary>
+internal sealed record GgufEntry(string Name, long[] Dims, DType Type, string[] Sources,
+    int PermuteHeads = 0, float Shift = 0f, float[]? Data = null)
+{
+    public Func<Func<string, Tensor>, IEnumerable<float[]>>? Rows { get; init; }
+    public Action<Func<string, Tensor>, Stream>? Bytes { get; init; }
+}
+
+/// <summary>What a family's <see cref="GgufArch.ExportTensor"/> needs: the config, the requested type, the source tensors.</summary>
+internal sealed record GgufExportContext(ModelConfig Config, DType OutType, Func<string, Tensor> Raw)
+{
+    /// <summary>The GGUF type of a weight of this shape (plain float types as asked; quantized per row width).</summary>
+    public DType TypeFor(long[] shape, bool head = false) => GgufExport.TypeFor(OutType, shape, head);
 }

@@ -218,22 +218,16 @@ public sealed unsafe class GgufFile : IDisposable
         };
         var s = Tensor.Zeros(DType.U8, scaleShape, name + ".scales");
         byte* dv = (byte*)t.Ptr, ds = (byte*)s.Ptr;
-        for (long b = 0; b < blocks; b++)
-        {
-            byte* blk = src + b * 17;
-            ds[b] = blk[0];
-            byte* o = dv + b * 16;
-            for (int j = 0; j < 16; j += 2)
-            {
-                // values 2k, 2k+1 of the block; value v < 16 is the low nibble of byte v, v >= 16 the high nibble of byte v - 16
-                int v0 = j, v1 = j + 1, v2 = j + 16, v3 = j + 17;
-                o[j / 2] = (byte)((blk[1 + v0] & 0xF) | ((blk[1 + v1] & 0xF) << 4));
-                o[8 + j / 2] = (byte)((blk[1 + v2 - 16] >> 4) | ((blk[1 + v3 - 16] >> 4) << 4));
-            }
-        }
+        for (long b = 0; b < blocks; b++) Mxfp4Blocks.ToOurs(src + b * Mxfp4Blocks.GgmlBytes, dv + b * 16, ds + b);
         t.Scales = s; t.ScaleBlock = (1, 32);
         return t;
     }
+
+    /// <summary>The first byte of a tensor's data in the mapping (for readers that repack several tensors into one).</summary>
+    internal byte* Data(GgufTensorInfo info) => _base + DataStart + info.Offset;
+
+    /// <summary>A tensor's info, or a clear error naming it.</summary>
+    public GgufTensorInfo Info(string name) => Tensors.TryGetValue(name, out var t) ? t : throw Error($"tensor '{name}' not found");
 
     // ---------- typed metadata ----------
 
@@ -380,6 +374,41 @@ public sealed unsafe class GgufFile : IDisposable
             }
             if (ScalarSize(type) == 0) throw new CheckpointFormatException($"{path}: metadata key '{key}' has unknown value type {type}");
             return Scalar(type, what);
+        }
+    }
+}
+
+/// <summary>
+/// MXFP4 blocks of 32 values. ggml's <c>block_mxfp4</c> is 17 bytes: the e8m0 scale, then 16 bytes where byte j holds
+/// value j in its low nibble and value j + 16 in its high nibble. Ours (and the Hugging Face checkpoints') keeps the
+/// values in order, two per byte, low nibble first (byte k: values 2k, 2k + 1), with the scales apart. The e2m1 codes
+/// and the e8m0 exponent mean the same in both (ggml's table is doubled and its scale halved).
+/// </summary>
+public static unsafe class Mxfp4Blocks
+{
+    public const int GgmlBytes = 17;
+
+    /// <summary>One ggml block to 16 bytes of our values and one scale byte.</summary>
+    public static void ToOurs(byte* ggml, byte* values, byte* scale)
+    {
+        *scale = ggml[0];
+        byte* q = ggml + 1;
+        for (int k = 0; k < 8; k++)
+        {
+            values[k] = (byte)((q[2 * k] & 0xF) | ((q[2 * k + 1] & 0xF) << 4));      // values 2k, 2k + 1 (< 16): low nibbles
+            values[8 + k] = (byte)((q[2 * k] >> 4) | (q[2 * k + 1] & 0xF0));           // values 16 + 2k, 17 + 2k: high nibbles
+        }
+    }
+
+    /// <summary>16 bytes of our values and their scale to one ggml block.</summary>
+    public static void ToGgml(byte* values, byte scale, byte* ggml)
+    {
+        ggml[0] = scale;
+        for (int j = 0; j < 16; j++)
+        {
+            int lo = (values[j >> 1] >> ((j & 1) * 4)) & 0xF;               // value j
+            int hi = (values[8 + (j >> 1)] >> ((j & 1) * 4)) & 0xF;         // value j + 16
+            ggml[1 + j] = (byte)(lo | (hi << 4));
         }
     }
 }

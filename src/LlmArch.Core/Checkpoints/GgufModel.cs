@@ -47,18 +47,24 @@ public abstract class GgufArch
     /// <summary>Added to norm weights by the converter (Gemma's (1 + w) RMSNorm is stored as w + 1).</summary>
     public virtual float NormShift => 0f;
 
-    private static readonly GgufArch[] All = [new LlamaArch(), new Qwen3Arch(), new Qwen3MoeArch(), new Gemma3Arch()];
+    private static readonly GgufArch[] All =
+        [new LlamaArch(), new Qwen3Arch(), new Qwen3MoeArch(), new Gemma3Arch(), new GptOssArch(), new Deepseek2Arch(), new Glm4MoeArch()];
     public static IEnumerable<string> Names => All.Select(a => a.Name);
     public static GgufArch? For(string name) => All.FirstOrDefault(a => a.Name == name);
     /// <summary>The architecture a Hugging Face model_type is exported as, or null.</summary>
     public static GgufArch? ForModelType(string? modelType) => modelType switch
     {
-        "llama" or "mistral" => All[0],
-        "qwen3" => All[1],
-        "qwen3_moe" => All[2],
-        "gemma3_text" or "gemma3" => All[3],
+        "llama" or "mistral" => For("llama"),
+        "qwen3" => For("qwen3"),
+        "qwen3_moe" => For("qwen3moe"),
+        "gemma3_text" or "gemma3" => For("gemma3"),
+        "gpt_oss" => For("gpt-oss"),
+        "deepseek_v3" or "kimi_k2" => For("deepseek2"),
+        "glm4_moe" => For("glm4moe"),
         _ => null,
     };
+    /// <summary>The Hugging Face model_types <see cref="ForModelType"/> accepts (for messages).</summary>
+    public const string ExportableModelTypes = "llama, mistral, qwen3, qwen3_moe, gemma3_text, gpt_oss, deepseek_v3, kimi_k2 and glm4_moe";
 
     /// <summary>config.json for this file.</summary>
     public JsonObject Config(GgufFile f)
@@ -79,7 +85,7 @@ public abstract class GgufArch
         var emb = f.Tensors.GetValueOrDefault("token_embd.weight") ?? throw new CheckpointFormatException($"{f.Path}: tensor 'token_embd.weight' is missing");
         c["vocab_size"] = (int)emb.Shape[0];
         c["tie_word_embeddings"] = !f.Tensors.ContainsKey("output.weight");
-        c["attention_bias"] = f.Tensors.ContainsKey("blk.0.attn_q.bias");
+        c["attention_bias"] = f.Tensors.ContainsKey("blk.0.attn_q.bias") || f.Tensors.ContainsKey("blk.0.attn_qkv.bias");
         if (f.Int("tokenizer.ggml.bos_token_id") is long bos) c["bos_token_id"] = bos;
         if (f.Int("tokenizer.ggml.eos_token_id") is long eos) c["eos_token_id"] = eos;
         if (f.Int("tokenizer.ggml.padding_token_id") is long pad) c["pad_token_id"] = pad;
@@ -100,7 +106,7 @@ public abstract class GgufArch
     }
 
     /// <summary>A key that may be a per-layer array; all entries must agree (we build uniform layers).</summary>
-    protected static int? PerLayerUniform(GgufFile f, string key)
+    protected internal static int? PerLayerUniform(GgufFile f, string key)
     {
         if (!f.Has(key)) return null;
         if (f.Metadata[key] is long[] arr)
@@ -207,9 +213,16 @@ public abstract class GgufArch
         var m = BlockName.Match(gguf);
         if (!m.Success) return null;
         string i = m.Groups[1].Value, what = m.Groups[2].Value, kind = m.Groups[3].Value;
-        string? hf = BlockSuffix(what);
-        return hf is null ? null : $"model.layers.{i}.{hf}.{kind}";
+        string? hf = BlockTensor(what, kind);
+        return hf is null ? null : $"model.layers.{i}.{hf}";
     }
+
+    /// <summary>
+    /// GGUF block tensor <c>what.kind</c> (without blk.N.) to its HF name without <c>model.layers.N.</c>; the default is the
+    /// module path of <see cref="BlockSuffix"/> plus the kind. Families whose HF names are not module.weight (gpt-oss sinks,
+    /// DeepSeek's e_score_correction_bias) override it.
+    /// </summary>
+    protected virtual string? BlockTensor(string what, string kind) => BlockSuffix(what) is { } hf ? $"{hf}.{kind}" : null;
 
     private static readonly Regex BlockName = new(@"^blk\.(\d+)\.([a-z_0-9]+)\.(weight|bias)$", RegexOptions.CultureInvariant);
 
@@ -241,11 +254,81 @@ public abstract class GgufArch
         var m = HfBlock.Match(hf);
         if (!m.Success) return null;
         foreach (var what in GgufBlockNames)
-            if (BlockSuffix(what) == m.Groups[2].Value) return $"blk.{m.Groups[1].Value}.{what}.{m.Groups[3].Value}";
+            foreach (var kind in Kinds)
+                if (BlockTensor(what, kind) == m.Groups[2].Value) return $"blk.{m.Groups[1].Value}.{what}.{kind}";
         return null;
     }
 
-    private static readonly Regex HfBlock = new(@"^model\.layers\.(\d+)\.(.+)\.(weight|bias)$", RegexOptions.CultureInvariant);
+    private static readonly string[] Kinds = ["weight", "bias"];
+    private static readonly Regex HfBlock = new(@"^model\.layers\.(\d+)\.(.+)$", RegexOptions.CultureInvariant);
+
+    /// <summary>
+    /// The GGUF tensor(s) a Hugging Face name is read from, for error messages: the name map, a stacked expert tensor, or
+    /// what <see cref="Synthesize"/> builds it from; null when the name has no GGUF source.
+    /// </summary>
+    public virtual string? SourceOf(string hf)
+    {
+        if (GgufName(hf) is { } g) return g;
+        var parts = hf.Split('.');
+        // model.layers.{i}.mlp.experts.{e}.{proj}.weight
+        if (parts.Length == 8 && parts[3] == "mlp" && parts[4] == "experts" && StackedExperts.FirstOrDefault(kv => kv.Value == parts[6]).Key is { } what)
+            return $"blk.{parts[2]}.{what}.weight";
+        return null;
+    }
+
+    /// <summary>
+    /// Tensors served under Hugging Face names that are built from several GGUF tensors (gpt-oss's fused gate_up experts,
+    /// DeepSeek's kv_b_proj from the split k_b / v_b): <paramref name="add"/>(hf name, builder). Builders run on first use.
+    /// </summary>
+    public virtual void Synthesize(GgufFile f, ModelConfig cfg, Action<string, Func<Tensor>> add) { }
+
+    /// <summary>
+    /// Export of a tensor the model read that is not a plain name map (fused, transposed or split tensors): appends the
+    /// GGUF entries for it and returns true, or returns false to use the name map.
+    /// </summary>
+    internal virtual bool ExportTensor(WeightRecord r, GgufExportContext ctx, List<GgufEntry> list) => false;
+
+    /// <summary>
+    /// The HF tensors inside a fused GGUF tensor (convert_hf_to_gguf.py's --fuse-qkv: <c>attn_qkv</c> = q, k, v rows;
+    /// --fuse-gate-up-exps: <c>ffn_gate_up_exps</c> = per expert the gate rows, then the up rows), as (HF name, expert,
+    /// first row, rows); empty for any other tensor.
+    /// </summary>
+    public IEnumerable<(string Hf, int Expert, int Row0, int Rows)> Fused(GgufFile f, GgufTensorInfo info, ModelConfig cfg)
+    {
+        var m = BlockName.Match(info.Name);
+        if (!m.Success) return [];
+        string i = m.Groups[1].Value, what = m.Groups[2].Value, kind = m.Groups[3].Value;
+        if (what == "attn_qkv" && BlockTensor("attn_q", kind) is { } q && BlockTensor("attn_k", kind) is { } k && BlockTensor("attn_v", kind) is { } v)
+        {
+            int heads = cfg.NumAttentionHeads ?? 0, kv = cfg.NumKeyValueHeads ?? heads, d = cfg.HeadDim ?? (cfg.HiddenSize ?? 0) / Math.Max(1, heads);
+            int nq = heads * d, nk = kv * d;
+            if (info.Shape[0] != nq + 2 * nk || (kind == "weight") != (info.Ne.Length == 2))
+                throw new CheckpointFormatException($"{f.Path}: fused tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected {nq} + {nk} + {nk} rows of q, k and v");
+            string p = $"model.layers.{i}.";
+            return [(p + q, -1, 0, nq), (p + k, -1, nq, nk), (p + v, -1, nq + nk, nk)];
+        }
+        if (what == "ffn_gate_up_exps" && kind == "weight" && StackedExperts.TryGetValue("ffn_gate_exps", out var gate) && StackedExperts.TryGetValue("ffn_up_exps", out var up))
+        {
+            if (info.Ne.Length != 3 || info.Ne[1] % 2 != 0)
+                throw new CheckpointFormatException($"{f.Path}: fused tensor '{info.Name}' has shape [{string.Join(", ", info.Shape)}]; expected [experts, 2 * width, hidden]");
+            int width = (int)(info.Ne[1] / 2);
+            var list = new List<(string, int, int, int)>();
+            for (int e = 0; e < info.Ne[2]; e++)
+            {
+                list.Add(($"model.layers.{i}.mlp.experts.{e}.{gate}.weight", e, 0, width));
+                list.Add(($"model.layers.{i}.mlp.experts.{e}.{up}.weight", e, width, width));
+            }
+            return list;
+        }
+        return [];
+    }
+
+    /// <summary>Replaces the value of a metadata key written before (or adds it).</summary>
+    protected static void Set(List<(string Key, object Value)> kv, string key, object value)
+    {
+        int i = kv.FindIndex(x => x.Key == key);
+        if (i >= 0) kv[i] = (key, value); else kv.Add((key, value));
+    }
     protected virtual IEnumerable<string> GgufBlockNames =>
         ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "attn_q_norm", "attn_k_norm", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down",
          "ffn_gate_inp", "post_attention_norm", "post_ffw_norm"];

@@ -12,8 +12,12 @@ namespace LlmArch.Checkpoints;
 /// </summary>
 public sealed unsafe class GgufWeights : WeightSource, IDisposable
 {
-    private readonly Dictionary<string, (string Gguf, int Expert)> _map = new(StringComparer.Ordinal);
+    /// <summary>HF name to GGUF tensor, expert (-1: not stacked) and rows (Rows -1: all; else a row range of a fused tensor).</summary>
+    private readonly Dictionary<string, (string Gguf, int Expert, int Row0, int Rows)> _map = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _loaded = new(StringComparer.Ordinal);
+    /// <summary>HF tensors built from several GGUF tensors (<see cref="GgufArch.Synthesize"/>), and the ones built so far.</summary>
+    private readonly Dictionary<string, Func<Tensor>> _synth = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Tensor> _built = new(StringComparer.Ordinal);
     private readonly ModelConfig _cfg;
 
     public GgufFile File { get; }
@@ -31,29 +35,42 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
         foreach (var name in file.TensorOrder)
         {
             var info = file.Tensors[name];
-            if (arch.HfName(name) is { } hf) { _map[hf] = (name, -1); continue; }
+            if (arch.HfName(name) is { } hf) { _map[hf] = (name, -1, 0, -1); continue; }
             // blk.N.ffn_X_exps.weight: [E, out, in], one HF tensor per expert
             var parts = name.Split('.');
             if (parts.Length == 4 && parts[0] == "blk" && parts[3] == "weight" && arch.StackedExperts.TryGetValue(parts[2], out var proj))
             {
                 if (info.Ne.Length != 3) throw new CheckpointFormatException($"{file.Path}: stacked expert tensor '{name}' has {info.Ne.Length} dimensions; expected 3");
-                for (int e = 0; e < info.Ne[2]; e++) _map[$"model.layers.{parts[1]}.mlp.experts.{e}.{proj}.weight"] = (name, e);
+                for (int e = 0; e < info.Ne[2]; e++) _map[$"model.layers.{parts[1]}.mlp.experts.{e}.{proj}.weight"] = (name, e, 0, -1);
+                continue;
             }
+            // fused tensors (the converter's --fuse-qkv, --fuse-gate-up-exps): row ranges of one tensor
+            foreach (var (fhf, expert, row0, rows) in arch.Fused(file, info, cfg)) _map[fhf] = (name, expert, row0, rows);
         }
+        arch.Synthesize(file, cfg, (hf, build) => _synth[hf] = build);
     }
 
-    public IEnumerable<string> Names => _map.Keys;
-    public override bool Contains(string name) => _map.ContainsKey(name);
+    public IEnumerable<string> Names => _map.Keys.Concat(_synth.Keys);
+    public override bool Contains(string name) => _map.ContainsKey(name) || _synth.ContainsKey(name);
+
+    protected override string Describe(string name) => Arch.SourceOf(name) is { } g ? $"'{g}' (read as '{name}')" : $"'{name}'";
 
     /// <summary>The tensor in Hugging Face layout, unchecked and unrecorded (export, tests).</summary>
     public Tensor Raw(string name) =>
-        _map.ContainsKey(name) ? Fetch(name, []) : throw new CheckpointFormatException($"{File.Path}: no tensor maps to '{name}'");
+        Contains(name) ? Fetch(name, []) : throw new CheckpointFormatException($"{File.Path}: no tensor maps to '{name}'");
 
     protected override Tensor Fetch(string name, long[] expected)
     {
-        var (gguf, expert) = _map[name];
+        if (_synth.TryGetValue(name, out var build))
+        {
+            if (!_built.TryGetValue(name, out var made)) _built[name] = made = build();
+            return made;
+        }
+        var (gguf, expert, row0, rows) = _map[name];
         var t = Load(gguf);
-        if (expert >= 0) return t.Index0(expert);
+        if (expert >= 0) t = t.Index0(expert);
+        if (rows >= 0) t = Rows(t, row0, rows, name);
+        if (expert >= 0) return t;
         if (Arch.PermutesQk && (name.EndsWith(".self_attn.q_proj.weight", StringComparison.Ordinal) || name.EndsWith(".self_attn.q_proj.bias", StringComparison.Ordinal)))
             return Unpermute(t, _cfg.NumAttentionHeads ?? 1);
         if (Arch.PermutesQk && (name.EndsWith(".self_attn.k_proj.weight", StringComparison.Ordinal) || name.EndsWith(".self_attn.k_proj.bias", StringComparison.Ordinal)))
@@ -66,6 +83,16 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
     {
         if (!_loaded.TryGetValue(gguf, out var t)) _loaded[gguf] = t = File.Get(gguf);
         return t;
+    }
+
+    /// <summary>Rows [row0, row0 + rows) of a row-major tensor (elements of a vector) as a view.</summary>
+    private Tensor Rows(Tensor t, int row0, int rows, string name)
+    {
+        if (t.Scales is not null || t.DType == DType.MXFP4)
+            throw new CheckpointFormatException($"{File.Path}: tensor '{t.Name}': a fused {t.DType} tensor cannot be split");
+        var shape = t.Shape.Rank == 1 ? new Shape(rows) : new Shape(rows, t.Shape.Last);
+        long per = t.Shape.Rank == 1 ? 1 : t.Shape.Last;
+        return new Tensor(t.DType, shape, t.Ptr + (nint)DTypes.StorageBytes(t.DType, row0 * per), t.Owner, name);
     }
 
     /// <summary>llama.cpp row order (h, i, j) back to Hugging Face's (h, j, i): row h*D + j*D/2 + i comes from h*D + 2i + j.</summary>
@@ -108,7 +135,14 @@ public sealed unsafe class GgufWeights : WeightSource, IDisposable
         bool head = t.Name is "output.weight" || (use.Embedding && !_map.ContainsKey("lm_head.weight"));
         if (Quantize is { } q && WeightQuantizer.TypeFor(q, t.DType, t.Shape.Rank, t.Shape.Last, head) is not null)
             return WeightQuantizer.Apply(t, q, head);
-        if (Copy && t.Scales is null && t.DType != DType.MXFP4 && t.ByteCount >= 1 << 16) return HostCopy.Of(t);
+        // tensors built from several GGUF tensors already live in process memory: no second copy
+        bool built = _built.ContainsKey(t.Name) && !ReferenceEquals(t.Owner, File);
+        if (Copy && !built && t.Scales is null && t.DType != DType.MXFP4 && t.ByteCount >= 1 << 16)
+        {
+            var c = HostCopy.Of(t);
+            c.ColumnMajor = t.ColumnMajor; // gpt-oss experts are served as transposed views
+            return c;
+        }
         return t;
     }
 

@@ -36,6 +36,8 @@ public abstract class WeightSource
 
     public abstract bool Contains(string name);
     protected abstract Tensor Fetch(string name, long[] expected);
+    /// <summary>A tensor name for error messages (a GGUF source adds the file's own name for it).</summary>
+    protected virtual string Describe(string name) => $"'{name}'";
     /// <summary>Hook after the shape check (load-time quantization); the default returns the tensor as stored.</summary>
     protected virtual Tensor Prepare(Tensor t, WeightUse use) => t;
 
@@ -53,11 +55,11 @@ public abstract class WeightSource
     /// <summary>As <see cref="Get"/>, but the host tensor, for load-time rewrites (transposes, regrouping) before <see cref="Place"/>.</summary>
     public Tensor GetHost(string name, long[] shape, WeightUse use = default, long[]? countAs = null)
     {
-        if (!Contains(name)) throw new CheckpointFormatException($"{Location}: tensor '{name}' is missing (expected shape [{string.Join(", ", shape)}])");
+        if (!Contains(name)) throw new CheckpointFormatException($"{Location}: tensor {Describe(name)} is missing (expected shape [{string.Join(", ", shape)}])");
         var t = Fetch(name, shape);
         var actual = t.Shape.ToArray();
         if (!actual.Select(x => (long)x).SequenceEqual(shape))
-            throw new CheckpointFormatException($"{Location}: tensor '{name}' has shape {t.Shape}; expected [{string.Join(", ", shape)}]");
+            throw new CheckpointFormatException($"{Location}: tensor {Describe(name)} has shape {t.Shape}; expected [{string.Join(", ", shape)}]");
         t = Prepare(t, use);
         if (countAs is not { Length: 0 })
             _records.Add(new WeightRecord(name, countAs ?? shape, t.DType, use.ActiveFraction == 0 && !use.Embedding ? WeightUse.Dense : use));
