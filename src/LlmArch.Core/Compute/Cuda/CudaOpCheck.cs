@@ -318,6 +318,18 @@ public static unsafe class CudaOpCheck
                     yield return C("matmul", $"{dt} M={M} K={K}", (b, put) => b.MatMul(put(x), put(w), M == 3 ? put(bias) : null), 1e-4, 1e-4);
                 }
             }
+        // few output rows (routers, small projections) with a bias, at the token counts of short prompts
+        foreach (var dt in new[] { DType.F32, DType.BF16, DType.Q8_0, DType.MXFP4 })
+            foreach (int O in new[] { 4, 32 })
+            {
+                var w = Weight(dt, O, 64, r);
+                var bias = RandT(r, new Shape(O));
+                foreach (int M in new[] { 1, 2, 6, 8, 17 })
+                {
+                    var x = RandT(r, new Shape(M, 64));
+                    yield return C("matmul", $"{dt} O={O} M={M} K=64 bias", (b, put) => b.MatMul(put(x), put(w), put(bias)), 1e-4, 1e-4);
+                }
+            }
         foreach (var dt in new[] { DType.F32, DType.BF16 })
             foreach (int M in new[] { 2, 20 })
             {

@@ -13,6 +13,8 @@ internal sealed class JinjaContext
     public int Line { get; set; }
     /// <summary>Steps taken so far (the instruction budget, <see cref="JinjaLimits.MaxSteps"/>).</summary>
     public long Steps;
+    /// <summary>Expressions being evaluated, one inside another (<see cref="JinjaLimits.MaxExpressionDepth"/>).</summary>
+    public int ExprDepth;
     /// <summary>Macro calls in progress.</summary>
     public int CallDepth;
     /// <summary>Characters and list items built so far (<see cref="JinjaLimits.MaxAllocation"/>).</summary>

@@ -8,10 +8,13 @@ internal abstract class Expr
     public object? Eval(JinjaContext ctx)
     {
         ctx.Tick();
-        // Chains the parser builds in loops (a|f|f|..., a+b+c+...) are deep trees: evaluation stops cleanly before the stack ends.
-        if (!System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
-            throw new JinjaError("an expression nests too deeply for the stack");
-        return JinjaLimits.Check(EvalCore(ctx));
+        // Chains the parser builds in loops (a|f|f|..., a+b+c+...) are deep trees: evaluation stops cleanly at a fixed
+        // depth (and, as a backstop, before the stack ends).
+        if (ctx.ExprDepth >= JinjaLimits.MaxExpressionDepth || !System.Runtime.CompilerServices.RuntimeHelpers.TryEnsureSufficientExecutionStack())
+            throw new JinjaError($"an expression nests deeper than {JinjaLimits.MaxExpressionDepth} levels, the sandbox limit");
+        ctx.ExprDepth++;
+        try { return JinjaLimits.Check(EvalCore(ctx)); }
+        finally { ctx.ExprDepth--; }
     }
 
     protected abstract object? EvalCore(JinjaContext ctx);

@@ -13,6 +13,9 @@ public static class JinjaLimits
 {
     /// <summary>Nesting of blocks and expressions in the source (parentheses, brackets, if/for/macro bodies).</summary>
     public const int MaxNesting = 64;
+    /// <summary>Expressions evaluated one inside another: chains the parser builds in loops (a|f|f|..., a+b+c+...)
+    /// are deep trees; a fixed bound fails them the same way on every thread, whatever its stack size.</summary>
+    public const int MaxExpressionDepth = 1000;
     /// <summary>Depth of macro calls (a macro that calls itself).</summary>
     public const int MaxCallDepth = 64;
     /// <summary>Instruction budget of one render: statements, loop iterations and expression evaluations.</summary>
