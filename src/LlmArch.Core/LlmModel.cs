@@ -120,16 +120,9 @@ public sealed class LlmModel : IAsyncDisposable, IDisposable
             var q => throw new LlmArchInputException($"quantization '{q}' is not supported (supported: q8_0, q4_0, q4_k)"),
         };
         // a llama.cpp GGUF file carries its vocabulary and chat template in its metadata
-        bool gguf = path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(path);
-        if (!gguf && !Directory.Exists(path)) throw new LlmArchInputException($"{path}: model directory not found");
-        string tokDir = options.TokenizerPath ?? path;
-        bool ggufTokenizer = gguf && options.TokenizerPath is null;
-        var tokenizer = ggufTokenizer ? GgufTokenizer.Load(path) : Tokenizer.Load(tokDir);
-        ChatTemplate? template = null;
-        if (ggufTokenizer) template = GgufTokenizer.LoadChatTemplate(path);
-        else
-            try { template = ChatTemplate.Load(tokDir); }
-            catch (LlmArchInputException e) when (e.Message.Contains("no chat template", StringComparison.Ordinal)) { }
+        if (!GgufFile.Exists(path) && !Directory.Exists(path)) throw new LlmArchInputException($"{path}: model directory not found");
+        var tokenizer = ModelTokenizer.Load(path, options.TokenizerPath);
+        var template = ModelTokenizer.LoadChatTemplate(path, options.TokenizerPath);
         var gen = GenerationConfig.TryLoad(path);
         CpuThreadPool? pool = options.Threads is int th ? new CpuThreadPool(th) : null;
         try

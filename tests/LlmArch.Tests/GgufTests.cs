@@ -199,4 +199,20 @@ public class GgufTests
         Assert.True(code == 0, err);
         Assert.Contains("Q4_K", stdout);
     }
+
+    [Fact]
+    public void ChatTemplateMissingFromAGgufIsOneClearError()
+    {
+        // a fixture without tokenizer files exports a synthetic vocabulary and no chat template
+        string gguf = Path.Combine(TempDir(), "nochat.gguf");
+        var (code, _, err) = CliTests.Run("export", "--model", TestPaths.Fixture("qwen3"), "--quant", "f32", "--out", gguf);
+        Assert.True(code == 0, err);
+        foreach (var args in new[] { new[] { "run", "--model", gguf, "--prompt", "hi", "--chat", "--max-new-tokens", "1" }, new[] { "chat", "--model", gguf } })
+        {
+            (code, _, err) = CliTests.Run(args);
+            Assert.Equal(2, code);
+            Assert.Single(err.Trim().Split('\n'));
+            Assert.Contains("tokenizer.chat_template", err);
+        }
+    }
 }

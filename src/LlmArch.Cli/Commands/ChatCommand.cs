@@ -37,11 +37,8 @@ public sealed class ChatCommand : Verb
         var extra = new Dictionary<string, object?>();
         if (inv.Get(_thinking) is { } thinking) extra["enable_thinking"] = thinking.On;
 
-        bool gguf = dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(dir) && inv.Get(_tokenizer) is null;
-        var tok = gguf ? GgufTokenizer.Load(dir) : Tokenizer.Load(tokDir);
-        var template = gguf
-            ? GgufTokenizer.LoadChatTemplate(dir) ?? throw new LlmArchInputException($"{dir}: chat needs a chat template (metadata key 'tokenizer.chat_template' is missing)")
-            : ChatTemplate.Load(tokDir);
+        var tok = ModelTokenizer.Load(dir, inv.Get(_tokenizer));
+        var template = ModelTokenizer.LoadChatTemplate(dir, inv.Get(_tokenizer), required: true)!;
         using var loaded = Loading.Load(inv, dir, _device);
         var model = loaded.Model;
         var eos = Loading.StopIds(model, gen, tok);

@@ -23,7 +23,7 @@ public sealed class ExportCommand : Verb
     {
         string dir = inv.Get(_model), outPath = inv.Get(_out)!;
         var type = QuantNames.Export[inv.Get(_quant)];
-        if (!Directory.Exists(dir) && !(dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(dir)))
+        if (!Directory.Exists(dir) && !GgufFile.Exists(dir))
             throw new LlmArchInputException($"{dir}: model directory or GGUF file not found");
         CliFiles.CheckOutputFile(outPath, "--out");
         var sw = Stopwatch.StartNew();

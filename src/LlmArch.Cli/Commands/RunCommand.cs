@@ -39,7 +39,6 @@ public sealed class RunCommand : Verb
         var gen = GenerationConfig.TryLoad(dir);
         var sampling = _sampling.Resolve(inv, gen);
         var quant = QuantNames.LoadTime[inv.Get(_quant)];
-        bool gguf = dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(dir);
         if ((text is null) == (idsArg is null)) throw new LlmArchInputException("give exactly one of --prompt \"text\" or --prompt-ids 1,2,3");
         if (speculative is not null and not "mtp") throw new LlmArchInputException($"--speculative '{speculative}' is not supported (supported: mtp)");
         if (speculative is not null && sampling.Temperature != 0) throw new LlmArchInputException("--speculative mtp decodes greedily; drop the sampling flags or pass --greedy");
@@ -48,10 +47,8 @@ public sealed class RunCommand : Verb
         List<int[]> prompts;
         if (text is not null)
         {
-            tok = gguf && tokDir is null ? GgufTokenizer.Load(dir) : Tokenizer.Load(tokDir ?? dir);
-            var template = !chat ? null : gguf && tokDir is null
-                ? GgufTokenizer.LoadChatTemplate(dir) ?? throw new LlmArchInputException($"{dir}: --chat needs a chat template (metadata key 'tokenizer.chat_template' is missing)")
-                : ChatTemplate.Load(tokDir ?? dir);
+            tok = ModelTokenizer.Load(dir, tokDir);
+            var template = chat ? ModelTokenizer.LoadChatTemplate(dir, tokDir, required: true) : null;
             string prompt = template is not null ? template.Render([ChatTemplate.Message("user", text)], addGenerationPrompt: true) : text;
             prompts = [tok.Encode(prompt, addSpecialTokens: !chat)];
             if (prompts[0].Length == 0) throw new LlmArchInputException("--prompt encodes to no tokens");

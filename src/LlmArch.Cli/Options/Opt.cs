@@ -170,7 +170,7 @@ public static class Opt
         try
         {
             // a llama.cpp GGUF file loads as a model (ModelLoader.Load)
-            if (what == "model" && arg.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && !Directory.Exists(arg))
+            if (what == "model" && GgufFile.IsPath(arg))
                 return File.Exists(arg) ? arg : throw new LlmArchInputException($"{arg}: GGUF file not found");
             string dir = ModelLocator.Resolve(arg, what);
             if (allowFile && File.Exists(dir)) return dir;

@@ -26,7 +26,7 @@ public static unsafe class GgufExport
     {
         if (outType is not (DType.BF16 or DType.F32 or DType.F16 or DType.Q8_0 or DType.Q4_0 or DType.Q4_K))
             throw new LlmArchInputException($"GGUF export supports bf16, f16, f32, q8_0, q4_0 and q4_k, not {outType}");
-        bool fromGguf = model.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && File.Exists(model);
+        bool fromGguf = GgufFile.Exists(model);
         ModelConfig cfg;
         WeightSource w;
         Func<string, Tensor> raw;

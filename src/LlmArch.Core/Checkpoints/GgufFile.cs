@@ -73,6 +73,12 @@ public sealed record GgufTensorInfo(string Name, long[] Ne, uint Type, long Offs
 /// </summary>
 public sealed unsafe class GgufFile : IDisposable
 {
+    /// <summary>Whether <paramref name="path"/> names a GGUF file rather than a model directory (it may not exist).</summary>
+    public static bool IsPath(string path) => path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && !Directory.Exists(path);
+
+    /// <summary>Whether <paramref name="path"/> is an existing GGUF file.</summary>
+    public static bool Exists(string path) => IsPath(path) && File.Exists(path);
+
     private readonly MemoryMappedFile? _mmf;
     private readonly MemoryMappedViewAccessor? _view;
     private readonly byte* _base;

@@ -47,15 +47,10 @@ public sealed unsafe class Tensor
             // beyond a managed array (2 GB): zeroed native memory, freed with its owner
             void* p = System.Runtime.InteropServices.NativeMemory.AlignedAlloc((nuint)bytes, 64);
             System.Runtime.InteropServices.NativeMemory.Clear(p, (nuint)bytes);
-            return new Tensor(dtype, shape, (nint)p, new NativeBlock(p), name);
+            return new Tensor(dtype, shape, (nint)p, new NativeAllocation(p), name);
         }
         var arr = GC.AllocateArray<byte>(checked((int)Math.Max(bytes, 1)), pinned: true);
         return new Tensor(dtype, shape, (nint)Unsafe.AsPointer(ref arr[0]), arr, name);
-    }
-
-    private sealed class NativeBlock(void* p)
-    {
-        ~NativeBlock() => System.Runtime.InteropServices.NativeMemory.AlignedFree(p);
     }
 
     /// <summary>A pinned F32 tensor holding a copy of <paramref name="values"/>.</summary>
@@ -98,4 +93,10 @@ public sealed unsafe class Tensor
     }
 
     public override string ToString() => $"{(Name.Length > 0 ? Name + " " : "")}{DType}{Shape}";
+}
+
+/// <summary>Owner of memory from <c>NativeMemory.AlignedAlloc</c>: frees it when the tensors holding it are collected.</summary>
+internal sealed unsafe class NativeAllocation(void* p)
+{
+    ~NativeAllocation() => System.Runtime.InteropServices.NativeMemory.AlignedFree(p);
 }

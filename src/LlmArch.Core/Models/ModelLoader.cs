@@ -62,7 +62,7 @@ public static class ModelLoader
     /// <summary>As <see cref="Load(string, IBackend?)"/>, with load options (weight quantization).</summary>
     public static CausalLM Load(string dir, IBackend? backend, LoadOptions? options)
     {
-        if (dir.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase) && !Directory.Exists(dir)) return LoadGguf(dir, backend, options);
+        if (GgufFile.IsPath(dir)) return LoadGguf(dir, backend, options);
         dir = ModelLocator.Resolve(dir); // a hub cache folder or repo id -> its snapshot directory
         if (!Directory.Exists(dir)) throw new LlmArchInputException($"{dir}: model directory not found");
         var cfg = ModelConfig.Load(Path.Combine(dir, "config.json"));

@@ -15,11 +15,6 @@ internal static unsafe partial class HostCopy
     [LibraryImport("libc", EntryPoint = "madvise", SetLastError = true)]
     private static partial int Madvise(void* addr, nuint length, int advice);
 
-    private sealed class Block(void* p)
-    {
-        ~Block() => NativeMemory.AlignedFree(p);
-    }
-
     public static Tensor Of(Tensor t)
     {
         nuint bytes = (nuint)t.ByteCount;
@@ -33,7 +28,7 @@ internal static unsafe partial class HostCopy
             nuint start = ((nuint)t.Ptr + 4095) & ~(nuint)4095, end = ((nuint)t.Ptr + bytes) & ~(nuint)4095;
             if (end > start) _ = Madvise((void*)start, end - start, MadvDontneed);
         }
-        var c = new Tensor(t.DType, t.Shape, (nint)p, new Block(p), t.Name);
+        var c = new Tensor(t.DType, t.Shape, (nint)p, new NativeAllocation(p), t.Name);
         if (t.Scales is not null) BlockScales.Attach(c, t.Scales, t.ScaleBlock.Rows, t.ScaleBlock.Cols);
         return c;
     }
